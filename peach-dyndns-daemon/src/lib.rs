@@ -1,0 +1,1 @@
+//! peach-dyndns-daemon: the Pi's daemon (work in progress).

@@ -1,0 +1,3 @@
+fn main() {
+    println!("peach-dyndns-daemon {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,1 @@
+//! muxrpc client for ssb-server (work in progress).

@@ -1,0 +1,1 @@
+//! peach-dyndns-server: the pub's update server (work in progress).

@@ -1,0 +1,3 @@
+fn main() {
+    println!("peach-dyndns-server {}", env!("CARGO_PKG_VERSION"));
+}

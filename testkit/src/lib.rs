@@ -1,0 +1,1 @@
+//! Test harness for the real parts (work in progress).
