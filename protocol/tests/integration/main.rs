@@ -1,0 +1,4 @@
+//! Protocol tests against the libsodium vectors and random round trips.
+
+mod props;
+mod vectors;
