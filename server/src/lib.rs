@@ -1,1 +1,292 @@
-//! peach-dyndns-server: the pub's update server (work in progress).
+//! peach-dyndns-server: the pub's update server.
+//!
+//! A pub that offers dynamic DNS runs this beside BIND (or on its own, with
+//! the embedded DNS) and ssb-server. It accepts sealed, signed updates from
+//! the Pis the pub follows on SSB and keeps the zone in step, with a
+//! registry in SQLite that DNS never disagrees with.
+//!
+//! # Layout
+//!
+//! - `main.rs`: arguments → tracing → config → runtime → [`run`], plus the
+//!   operator commands (`init`, `announce`, `names`, `revoke`, `check`).
+//! - [`config`]: the TOML config, validated, errors naming file and key.
+//! - [`api`]: [`api::routes`], every HTTP endpoint as one warp filter.
+//! - [`update`]: the update pipeline, every check in the design's order.
+//! - [`dyndns2`]: `GET /nic/update` for routers, ddclient and inadyn.
+//! - [`registry`]: the SQLite name registry.
+//! - [`dns`]: the [`dns::ZoneBackend`] trait and the backends (embedded,
+//!   bind-local, nsupdate, rfc2136).
+//! - [`graph`]: the [`graph::SocialGraph`] trait: ssb-server or an allowlist.
+//! - [`ratelimit`]: token buckets per key and per source address.
+//! - [`metrics`]: Prometheus text.
+//! - [`operator`]: what the operator commands do.
+
+pub mod api;
+pub mod config;
+pub mod dns;
+pub mod dyndns2;
+pub mod graph;
+pub mod metrics;
+pub mod operator;
+pub mod ratelimit;
+pub mod registry;
+pub mod update;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use peach_dyndns_protocol::identity::{self, Keypair, PublicKey};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::{Config, GraphConfig};
+use crate::dns::ZoneBackend;
+use crate::graph::SocialGraph;
+use crate::ratelimit::RateLimiter;
+use crate::registry::Registry;
+
+/// Everything a request needs, shared by all of them.
+pub struct State {
+    /// The validated config.
+    pub config: Config,
+    /// The pub's keypair: updates are sealed to it.
+    pub keypair: Keypair,
+    /// The name registry.
+    pub registry: Registry,
+    /// Where DNS changes go.
+    pub dns: Arc<dyn ZoneBackend>,
+    /// Who may update.
+    pub graph: Arc<dyn SocialGraph>,
+    /// Authenticated requests per key.
+    pub key_limits: RateLimiter<PublicKey>,
+    /// Failed, unauthenticated requests per source address.
+    pub ip_failures: RateLimiter<IpAddr>,
+    /// Counters for `/metrics`.
+    pub metrics: metrics::Metrics,
+    /// Per key and per name locks of the pipeline.
+    pub locks: update::Stripes,
+}
+
+impl State {
+    /// Puts the parts together.
+    pub fn new(
+        config: Config,
+        keypair: Keypair,
+        registry: Registry,
+        dns: Arc<dyn ZoneBackend>,
+        graph: Arc<dyn SocialGraph>,
+    ) -> State {
+        let rl = config.rate_limit.clone();
+        State {
+            key_limits: RateLimiter::new(rl.per_key_per_minute, rl.per_key_burst),
+            // Failures get a burst as large as the minute's budget: a
+            // misconfigured client finds out quickly, a flood is cut off.
+            ip_failures: RateLimiter::new(
+                rl.failures_per_ip_per_minute,
+                rl.failures_per_ip_per_minute,
+            ),
+            config,
+            keypair,
+            registry,
+            dns,
+            graph,
+            metrics: metrics::Metrics::default(),
+            locks: update::Stripes::default(),
+        }
+    }
+
+    /// The announcement: what `announce` publishes on SSB and
+    /// `/.well-known/peach-dyndns` serves.
+    pub fn announcement(&self) -> serde_json::Value {
+        operator::announcement(&self.config, &self.keypair.id())
+    }
+
+    /// Writes every registered name to DNS again (at start, so a change
+    /// that reached the registry but not DNS, or a DNS server that lost its
+    /// zone, is put right).
+    pub async fn reapply_registry(&self) -> Result<usize, StartError> {
+        let entries = self.registry.all().map_err(StartError::Registry)?;
+        for entry in &entries {
+            let change = dns::ZoneChange::Set(update::records_of(entry));
+            self.dns
+                .apply(&change)
+                .await
+                .map_err(|e| StartError::Reapply {
+                    name: entry.name.clone(),
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(entries.len())
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The secret file could not be used.
+    #[error("secret file {path}: {message}")]
+    Secret {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The registry could not be opened or read.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// The DNS backend could not be set up.
+    #[error("DNS backend: {0}")]
+    Dns(String),
+    /// Re-applying the registry to DNS failed.
+    #[error("re-applying {name:?} to DNS failed: {message}")]
+    Reapply {
+        /// The name.
+        name: String,
+        /// The backend's error.
+        message: String,
+    },
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Reads an SSB secret file, refusing one that other users can read or
+/// write.
+pub fn load_secret(path: &Path) -> Result<Keypair, StartError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let err = |message: String| StartError::Secret {
+        path: path.to_owned(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    identity::check_secret_mode(meta.permissions().mode()).map_err(|e| err(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    identity::parse_secret_file(&text).map_err(|e| err(e.to_string()))
+}
+
+/// The sockets the server serves on, bound by the caller (tests bind
+/// `127.0.0.1:0`).
+pub struct Listeners {
+    /// HTTP.
+    pub http: TcpListener,
+    /// The embedded DNS's UDP socket (only with the `embedded` backend).
+    pub dns_udp: Option<UdpSocket>,
+    /// The embedded DNS's TCP listener (only with the `embedded` backend).
+    pub dns_tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` asks for.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let bind_err = |addr: String| move |source| StartError::Bind { addr, source };
+        let http = TcpListener::bind(config.listen)
+            .await
+            .map_err(bind_err(config.listen.to_string()))?;
+        let (dns_udp, dns_tcp) = match &config.dns {
+            config::DnsConfig::Embedded { listen, .. } => (
+                Some(
+                    UdpSocket::bind(listen)
+                        .await
+                        .map_err(bind_err(format!("udp {listen}")))?,
+                ),
+                Some(
+                    TcpListener::bind(listen)
+                        .await
+                        .map_err(bind_err(format!("tcp {listen}")))?,
+                ),
+            ),
+            _ => (None, None),
+        };
+        Ok(Listeners {
+            http,
+            dns_udp,
+            dns_tcp,
+        })
+    }
+}
+
+/// Builds the state from a config: secret, registry, DNS backend, graph.
+/// Returns the embedded DNS server too when that backend is chosen.
+pub fn build_state(
+    config: Config,
+) -> Result<(State, Option<Arc<dns::embedded::EmbeddedDns>>), StartError> {
+    let keypair = load_secret(&config.secret)?;
+    if let Some(dir) = config.database.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| StartError::Bind {
+                addr: dir.display().to_string(),
+                source: e,
+            })?;
+        }
+    }
+    let registry = Registry::open(&config.database)?;
+    let backend =
+        dns::build(&config.dns, &config.domain).map_err(|e| StartError::Dns(e.to_string()))?;
+    let graph: Arc<dyn SocialGraph> = match &config.graph {
+        GraphConfig::Allowlist { allow } => Arc::new(graph::Allowlist::new(
+            allow.iter().filter_map(|id| id.parse().ok()),
+        )),
+        GraphConfig::Ssb {
+            addr, server_id, ..
+        } => Arc::new(graph::SsbGraph::new(
+            *addr,
+            server_id.clone().unwrap_or_else(|| keypair.id()),
+            keypair.signing_key().clone(),
+            config.graph_cache(),
+        )),
+    };
+    let state = State::new(config, keypair, registry, backend.zone, graph);
+    Ok((state, backend.embedded))
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn run(
+    state: Arc<State>,
+    embedded: Option<Arc<dns::embedded::EmbeddedDns>>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut dns_task = None;
+    if let (Some(embedded), Some(udp), Some(tcp)) = (embedded, listeners.dns_udp, listeners.dns_tcp)
+    {
+        let mut rx = stop_rx.clone();
+        dns_task = Some(tokio::spawn(async move {
+            embedded
+                .serve(udp, tcp, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+    let reapplied = state.reapply_registry().await?;
+    tracing::info!(
+        domain = %state.config.domain,
+        dns = state.dns.kind(),
+        graph = state.graph.kind(),
+        names = reapplied,
+        http = ?listeners.http.local_addr().ok(),
+        "peach-dyndns-server ready"
+    );
+    let mut http_rx = stop_rx;
+    let server = warp::serve(api::routes(state))
+        .incoming(listeners.http)
+        .graceful(async move {
+            let _ = http_rx.wait_for(|stop| *stop).await;
+        });
+    let http_task = tokio::spawn(server.run());
+    shutdown.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    let _ = http_task.await;
+    if let Some(task) = dns_task {
+        let _ = task.await;
+    }
+    Ok(())
+}

@@ -1,3 +1,174 @@
-fn main() {
-    println!("peach-dyndns-server {}", env!("CARGO_PKG_VERSION"));
+//! `peach-dyndns-server`: arguments → tracing → config → runtime → run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use peach_dyndns_server::config::{Config, DEFAULT_CONFIG_PATH};
+use peach_dyndns_server::{build_state, operator, run, Listeners};
+
+/// Dynamic DNS for PeachCloud: accepts signed, sealed updates from the SSB
+/// peers this pub follows and keeps its DNS zone in step.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// The config file.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API (and the embedded DNS, if configured). The default.
+    Serve,
+    /// Write BIND's zone file and named.conf snippet for the sub-zone, and check them.
+    Init {
+        /// The sub-zone this pub serves, e.g. peach.dinosaur.is.
+        #[arg(long)]
+        domain: String,
+        /// A name server of the sub-zone (repeat for more); the first is the SOA primary.
+        #[arg(long = "ns", required = true)]
+        nameservers: Vec<String>,
+        /// SOA contact mailbox as a name (default hostmaster.<domain>).
+        #[arg(long)]
+        hostmaster: Option<String>,
+        /// Zone file to write (default /var/lib/bind/db.<domain>).
+        #[arg(long)]
+        zone_file: Option<PathBuf>,
+        /// named.conf snippet to write.
+        #[arg(long, default_value = "/etc/bind/named.conf.peach-dyndns")]
+        conf_file: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+        /// Do not run named-checkzone and named-checkconf.
+        #[arg(long)]
+        skip_checks: bool,
+    },
+    /// Publish the peach-dyndns announcement on the pub's SSB feed.
+    Announce,
+    /// List the registered names.
+    Names,
+    /// Remove a name (from DNS, then from the registry), whoever owns it.
+    Revoke {
+        /// The label, e.g. eb4890.
+        name: String,
+    },
+    /// Check the config, the secret, the registry, and reach DNS and ssb-server.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peach-dyndns-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(args: Args) -> anyhow::Result<()> {
+    if let Some(Cmd::Init {
+        domain,
+        nameservers,
+        hostmaster,
+        zone_file,
+        conf_file,
+        force,
+        skip_checks,
+    }) = args.command
+    {
+        // init needs no config: it is what an operator runs first.
+        let report = operator::init(&operator::InitArgs {
+            domain,
+            nameservers,
+            hostmaster,
+            zone_file,
+            conf_file,
+            force,
+            skip_checks,
+        })?;
+        print!("{report}");
+        return Ok(());
+    }
+    let config = Config::load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let (state, embedded) = build_state(config)?;
+        let state = Arc::new(state);
+        match args.command.unwrap_or(Cmd::Serve) {
+            Cmd::Serve => {
+                let listeners = Listeners::bind(&state.config).await?;
+                run(state, embedded, listeners, shutdown_signal()).await?;
+            }
+            Cmd::Announce => {
+                let key = operator::announce(&state).await?;
+                println!("published {key}:\n{}", state.announcement());
+            }
+            Cmd::Names => {
+                let entries = state.registry.all()?;
+                print!("{}", operator::names_table(&entries, &state.config.domain));
+            }
+            Cmd::Revoke { name } => match operator::revoke(&state, &name).await? {
+                Some(e) => println!(
+                    "revoked {}.{} (owner {})",
+                    e.name, state.config.domain, e.owner
+                ),
+                None => anyhow::bail!("{name:?} is not registered"),
+            },
+            Cmd::Check => {
+                println!("config: OK ({})", args.config.display());
+                println!("secret: OK (pub id {})", state.keypair.id());
+                println!("registry: OK ({} names)", state.registry.len()?);
+                let n = state
+                    .reapply_registry()
+                    .await
+                    .context("DNS backend does not accept the registry's records")?;
+                println!("dns ({}): OK, {n} names re-applied", state.dns.kind());
+                let probe: peach_dyndns_protocol::identity::PublicKey = state.keypair.public();
+                state
+                    .graph
+                    .standing(&probe)
+                    .await
+                    .context("social graph unavailable")?;
+                println!("graph ({}): OK", state.graph.kind());
+            }
+            Cmd::Init { .. } => {}
+        }
+        Ok(())
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

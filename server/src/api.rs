@@ -1,0 +1,302 @@
+//! The HTTP API: [`routes`] builds the whole warp filter, so tests drive
+//! the real router with `warp::test::request()`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::{Stream, StreamExt};
+use peach_dyndns_protocol::{rules, ErrorCode, MAX_BODY_BYTES};
+use serde_json::json;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reply::Response;
+use warp::{Buf, Filter, Rejection};
+
+use crate::dyndns2;
+use crate::update::{handle_update, ApiError};
+use crate::State;
+
+/// A response with a status, a content type and a body.
+pub fn reply(status: u16, content_type: &'static str, body: impl Into<String>) -> Response {
+    let mut resp = Response::new(body.into().into());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn json_reply(status: u16, value: &serde_json::Value) -> Response {
+    reply(status, "application/json", value.to_string())
+}
+
+/// The JSON error reply of the design: `{"ok":false,"error","message"}`,
+/// `last_seq` with `stale_seq`, `Retry-After` on 429 and 503.
+pub fn error_reply(e: &ApiError) -> Response {
+    let mut body = json!({"ok": false, "error": e.error, "message": e.message});
+    if let Some(last) = e.last_seq {
+        body["last_seq"] = json!(last);
+    }
+    let mut resp = json_reply(e.status, &body);
+    if let Some(secs) = e.retry_after {
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    resp
+}
+
+fn with_state(
+    state: Arc<State>,
+) -> impl Filter<Extract = (Arc<State>,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// Reads a body of at most `limit` bytes; `None` if it is longer. Works
+/// whether or not the client sent `Content-Length`.
+async fn read_limited<S, B>(mut stream: S, limit: usize) -> Result<Option<Vec<u8>>, warp::Error>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk?;
+        if body.len() + chunk.remaining() > limit {
+            return Ok(None);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            body.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Some(body))
+}
+
+/// The address a request came from: the socket peer, or, when the peer is
+/// a trusted proxy, the last address in `X-Forwarded-For` that is not one.
+pub fn client_ip(
+    state: &State,
+    peer: Option<SocketAddr>,
+    forwarded: Option<&str>,
+) -> Option<IpAddr> {
+    let peer = peer?.ip();
+    let trusted = &state.config.trusted_proxies;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let Some(forwarded) = forwarded else {
+        return Some(peer);
+    };
+    let mut chosen = peer;
+    for hop in forwarded.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                chosen = ip;
+                if !trusted.contains(&ip) {
+                    break;
+                }
+            }
+            // A hop we cannot read ends what we can believe.
+            Err(_) => break,
+        }
+    }
+    Some(chosen)
+}
+
+/// Every route of the server.
+pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let forwarded = warp::header::optional::<String>("x-forwarded-for");
+
+    let update = warp::path!("update")
+        .and(warp::post())
+        .and(with_state(state.clone()))
+        .and(warp::addr::remote())
+        .and(forwarded)
+        .and(warp::body::stream())
+        .then(
+            |state: Arc<State>, peer, fwd: Option<String>, body| async move {
+                let started = Instant::now();
+                let ip = client_ip(&state, peer, fwd.as_deref());
+                let result = match read_limited(Box::pin(body), MAX_BODY_BYTES).await {
+                    Ok(Some(bytes)) => handle_update(&state, &bytes, ip).await,
+                    Ok(None) => Err(ApiError::new(
+                        ErrorCode::TooLarge,
+                        format!("the body is over the limit of {MAX_BODY_BYTES} bytes"),
+                    )),
+                    Err(e) => Err(ApiError::new(
+                        ErrorCode::Malformed,
+                        format!("could not read the body: {e}"),
+                    )),
+                };
+                state.metrics.observe_update(started.elapsed());
+                match result {
+                    Ok(ok) => {
+                        state.metrics.count("update", "ok");
+                        json_reply(200, &serde_json::to_value(&ok).unwrap_or_default())
+                    }
+                    Err(e) => {
+                        state.metrics.count("update", e.error);
+                        error_reply(&e)
+                    }
+                }
+            },
+        );
+
+    let ip = warp::path!("ip")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(warp::addr::remote())
+        .and(forwarded)
+        .and(warp::header::optional::<String>("accept"))
+        .map(
+            |state: Arc<State>, peer, fwd: Option<String>, accept: Option<String>| {
+                state.metrics.count("ip", "ok");
+                let ip = client_ip(&state, peer, fwd.as_deref())
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default();
+                if accept.is_some_and(|a| a.contains("application/json")) {
+                    json_reply(200, &json!({"ip": ip}))
+                } else {
+                    reply(200, "text/plain; charset=utf-8", format!("{ip}\n"))
+                }
+            },
+        );
+
+    let names = warp::path!("names" / String)
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|label: String, state: Arc<State>| {
+            state.metrics.count("names", "ok");
+            name_availability(&state, &label)
+        });
+
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|state: Arc<State>| match state.registry.len() {
+            Ok(names) => json_reply(
+                200,
+                &json!({"ok": true, "domain": state.config.domain, "dns": state.dns.kind(),
+                        "graph": state.graph.kind(), "names": names,
+                        "version": env!("CARGO_PKG_VERSION")}),
+            ),
+            Err(e) => json_reply(
+                503,
+                &json!({"ok": false, "error": "internal", "message": e.to_string()}),
+            ),
+        });
+
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|state: Arc<State>| {
+            let names = state.registry.len().unwrap_or(0);
+            reply(
+                200,
+                "text/plain; version=0.0.4",
+                state.metrics.render(names),
+            )
+        });
+
+    let announcement = warp::path!(".well-known" / "peach-dyndns")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .map(|state: Arc<State>| json_reply(200, &state.announcement()));
+
+    let nic = warp::path!("nic" / "update")
+        .and(warp::get())
+        .and(with_state(state))
+        .and(warp::addr::remote())
+        .and(forwarded)
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::query::<HashMap<String, String>>())
+        .then(
+            |state: Arc<State>,
+             peer,
+             fwd: Option<String>,
+             auth: Option<String>,
+             q: HashMap<String, String>| async move {
+                let ip = client_ip(&state, peer, fwd.as_deref());
+                dyndns2::handle(&state, auth.as_deref(), &q, ip).await
+            },
+        );
+
+    update
+        .or(ip)
+        .unify()
+        .or(names)
+        .unify()
+        .or(health)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(announcement)
+        .unify()
+        .or(nic)
+        .unify()
+        .recover(handle_rejection)
+        .unify()
+}
+
+fn name_availability(state: &State, label: &str) -> Response {
+    let fqdn = format!("{label}.{}", state.config.domain);
+    if let Err(e) = rules::check_name(label, &state.config.reserved) {
+        return json_reply(
+            200,
+            &json!({"name": label, "fqdn": fqdn, "available": false,
+                    "reason": e.code().as_str(), "message": e.to_string()}),
+        );
+    }
+    match state.registry.get(label) {
+        Ok(Some(entry)) => json_reply(
+            200,
+            &json!({"name": label, "fqdn": fqdn, "available": false, "reason": "name_taken",
+                    "owner": entry.owner, "message": format!("{fqdn} is registered")}),
+        ),
+        Ok(None) => json_reply(
+            200,
+            &json!({"name": label, "fqdn": fqdn, "available": true}),
+        ),
+        Err(e) => error_reply(&ApiError::internal(e.to_string())),
+    }
+}
+
+async fn handle_rejection(r: Rejection) -> Result<Response, Infallible> {
+    let (status, error, message) = if r.is_not_found() {
+        (404, "not_found", "no such endpoint".to_string())
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            405,
+            "method_not_allowed",
+            "this endpoint does not take that method".to_string(),
+        )
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        (400, "malformed", e.to_string())
+    } else {
+        (400, "malformed", format!("{r:?}"))
+    };
+    Ok(json_reply(
+        status,
+        &json!({"ok": false, "error": error, "message": message}),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_cut_off() {
+        let chunks: Vec<Result<&[u8], warp::Error>> =
+            vec![Ok(&[1u8; 3000][..]), Ok(&[1u8; 3000][..])];
+        let got = read_limited(futures_util::stream::iter(chunks), 4096).await;
+        assert!(matches!(got, Ok(None)));
+        let chunks: Vec<Result<&[u8], warp::Error>> = vec![Ok(&[1u8; 3][..]), Ok(&[2u8; 2][..])];
+        let got = read_limited(futures_util::stream::iter(chunks), 4096).await;
+        assert_eq!(got.ok().flatten(), Some(vec![1, 1, 1, 2, 2]));
+    }
+}

@@ -1,0 +1,424 @@
+//! The server's TOML configuration: `load(path)` → [`Config::from_str`] →
+//! validated, typed values. A bad config names the file, the key and what
+//! is wrong.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use peach_dyndns_protocol::identity::PublicKey;
+use peach_dyndns_protocol::rules;
+use serde::Deserialize;
+
+/// The default config path of the Debian package.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/peach-dyndns/server.toml";
+
+/// Errors loading the config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is not valid or has an unknown or mistyped key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole server config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The zone this pub serves, e.g. `peach.dinosaur.is`.
+    pub domain: String,
+    /// HTTP listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The pub's SSB secret file: the key updates are sealed to, and the
+    /// identity the server uses towards ssb-server.
+    #[serde(default = "default_secret")]
+    pub secret: PathBuf,
+    /// The registry database (SQLite).
+    #[serde(default = "default_database")]
+    pub database: PathBuf,
+    /// TTL of the records the server writes, in seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+    /// How many names one key may hold.
+    #[serde(default = "default_max_names")]
+    pub max_names_per_key: u32,
+    /// Labels refused besides the built-in ones (`ns`, `ns1`, `ns2`, `www`, `mail`).
+    #[serde(default)]
+    pub reserved: Vec<String>,
+    /// Accept addresses that are not globally routable (tests, LAN setups).
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+    /// Proxies whose `X-Forwarded-For` is believed by `GET /ip`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The public URL of `POST /update`, published in the announcement.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// DNS backend.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Social graph backend.
+    #[serde(default)]
+    pub graph: GraphConfig,
+    /// Rate limits.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    // 8053: an unprivileged port that reads as "DNS over HTTP-ish" and is
+    // the one the design's announcement example uses.
+    SocketAddr::from(([0, 0, 0, 0], 8053))
+}
+fn default_secret() -> PathBuf {
+    PathBuf::from("/var/lib/ssb-server/.ssb/secret")
+}
+fn default_database() -> PathBuf {
+    PathBuf::from("/var/lib/peach-dyndns-server/registry.sqlite3")
+}
+fn default_ttl() -> u32 {
+    // One minute: a home address change shows within a minute, and the
+    // query load on the pub stays small.
+    60
+}
+fn default_max_names() -> u32 {
+    1
+}
+
+/// Which DNS backend writes the zone.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DnsConfig {
+    /// The server answers DNS for its zone itself.
+    Embedded {
+        /// UDP and TCP listen address.
+        #[serde(default = "default_dns_listen")]
+        listen: SocketAddr,
+        /// The zone's name servers (NS records); default `ns1.<domain>`.
+        #[serde(default)]
+        nameservers: Vec<String>,
+        /// The SOA contact mailbox as a name; default `hostmaster.<domain>`.
+        #[serde(default)]
+        hostmaster: Option<String>,
+    },
+    /// RFC 2136 to the local BIND with its session key (`nsupdate -l`).
+    BindLocal {
+        /// BIND's address; default 127.0.0.1:53.
+        #[serde(default = "default_bind_server")]
+        server: SocketAddr,
+        /// BIND's session key file.
+        #[serde(default = "default_session_key")]
+        session_key: PathBuf,
+    },
+    /// Spawns `nsupdate -l` for each change.
+    Nsupdate {
+        /// The `nsupdate` program.
+        #[serde(default = "default_nsupdate")]
+        program: PathBuf,
+        /// BIND's port (`-p`).
+        #[serde(default = "default_dns_port")]
+        port: u16,
+        /// BIND's session key file (`-k`).
+        #[serde(default = "default_session_key")]
+        session_key: PathBuf,
+    },
+    /// RFC 2136 to any server with a named TSIG key.
+    Rfc2136 {
+        /// The server's address.
+        server: SocketAddr,
+        /// The TSIG key's name.
+        key_name: String,
+        /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+        #[serde(default = "default_algorithm")]
+        key_algorithm: String,
+        /// A file holding the base64 secret, or a BIND `key { … }` block.
+        key_file: PathBuf,
+    },
+}
+
+impl Default for DnsConfig {
+    fn default() -> DnsConfig {
+        DnsConfig::Embedded {
+            listen: default_dns_listen(),
+            nameservers: Vec::new(),
+            hostmaster: None,
+        }
+    }
+}
+
+fn default_dns_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 53))
+}
+fn default_bind_server() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 53))
+}
+fn default_session_key() -> PathBuf {
+    PathBuf::from("/run/named/session.key")
+}
+fn default_nsupdate() -> PathBuf {
+    PathBuf::from("nsupdate")
+}
+fn default_dns_port() -> u16 {
+    53
+}
+fn default_algorithm() -> String {
+    "hmac-sha256".into()
+}
+
+/// Who may update.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "backend", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum GraphConfig {
+    /// Keys listed here.
+    Allowlist {
+        /// SSB ids allowed to update.
+        #[serde(default)]
+        allow: Vec<String>,
+    },
+    /// Whom the pub follows, asked of its ssb-server over muxrpc.
+    Ssb {
+        /// ssb-server's muxrpc address.
+        #[serde(default = "default_sbot_addr")]
+        addr: SocketAddr,
+        /// ssb-server's id; default the id in `secret` (the pub's own sbot).
+        #[serde(default)]
+        server_id: Option<String>,
+        /// How long an answer is believed, in seconds.
+        #[serde(default = "default_cache_secs")]
+        cache_seconds: u64,
+    },
+}
+
+impl Default for GraphConfig {
+    fn default() -> GraphConfig {
+        GraphConfig::Ssb {
+            addr: default_sbot_addr(),
+            server_id: None,
+            cache_seconds: default_cache_secs(),
+        }
+    }
+}
+
+fn default_sbot_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8008))
+}
+fn default_cache_secs() -> u64 {
+    // Short enough that an unfollow or block takes effect within a minute,
+    // long enough that a burst of updates asks sbot once.
+    30
+}
+
+/// Rate limits.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Accepted updates a minute per key.
+    #[serde(default = "default_per_key")]
+    pub per_key_per_minute: u32,
+    /// Burst per key.
+    #[serde(default = "default_burst")]
+    pub per_key_burst: u32,
+    /// Requests a minute per source address that fail before the signature
+    /// is verified, so garbage cannot burn the CPU.
+    #[serde(default = "default_per_ip")]
+    pub failures_per_ip_per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> RateLimitConfig {
+        RateLimitConfig {
+            per_key_per_minute: default_per_key(),
+            per_key_burst: default_burst(),
+            failures_per_ip_per_minute: default_per_ip(),
+        }
+    }
+}
+
+fn default_per_key() -> u32 {
+    10
+}
+fn default_burst() -> u32 {
+    5
+}
+fn default_per_ip() -> u32 {
+    60
+}
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_str(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only for messages.
+    pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        config.domain = rules::normalize_domain(&config.domain);
+        if config.domain.is_empty()
+            || config
+                .domain
+                .split('.')
+                .any(|label| rules::check_label(label).is_err())
+        {
+            return Err(invalid(
+                "domain",
+                format!("{:?} is not a domain name of valid labels", config.domain),
+            ));
+        }
+        if config.ttl == 0 || config.ttl > 86_400 {
+            return Err(invalid("ttl", "must be between 1 and 86400 seconds".into()));
+        }
+        if config.max_names_per_key == 0 {
+            return Err(invalid("max_names_per_key", "must be at least 1".into()));
+        }
+        for name in &config.reserved {
+            if let Err(e) = rules::check_label(name) {
+                return Err(invalid("reserved", e.to_string()));
+            }
+        }
+        if let GraphConfig::Allowlist { allow } = &config.graph {
+            for id in allow {
+                if let Err(e) = id.parse::<PublicKey>() {
+                    return Err(invalid("graph.allow", e.to_string()));
+                }
+            }
+        }
+        if let GraphConfig::Ssb {
+            server_id: Some(id),
+            ..
+        } = &config.graph
+        {
+            if let Err(e) = id.parse::<PublicKey>() {
+                return Err(invalid("graph.server_id", e.to_string()));
+            }
+        }
+        if let DnsConfig::Rfc2136 { key_algorithm, .. } = &config.dns {
+            if !["hmac-sha256", "hmac-sha384", "hmac-sha512"].contains(&key_algorithm.as_str()) {
+                return Err(invalid(
+                    "dns.key_algorithm",
+                    format!("{key_algorithm:?}: use hmac-sha256, hmac-sha384 or hmac-sha512"),
+                ));
+            }
+        }
+        let rl = &config.rate_limit;
+        if rl.per_key_per_minute == 0 || rl.per_key_burst == 0 || rl.failures_per_ip_per_minute == 0
+        {
+            return Err(invalid("rate_limit", "limits must be at least 1".into()));
+        }
+        if let Some(url) = &config.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "public_url",
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// How long a social-graph answer is cached.
+    pub fn graph_cache(&self) -> Duration {
+        match &self.graph {
+            GraphConfig::Ssb { cache_seconds, .. } => Duration::from_secs(*cache_seconds),
+            GraphConfig::Allowlist { .. } => Duration::ZERO,
+        }
+    }
+
+    /// The update URL to announce.
+    pub fn announced_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{}/update", self.domain, self.listen.port()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_str(text, Path::new("/etc/peach-dyndns/server.toml"))
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse("domain = \"Peach.Dinosaur.is.\"").expect("valid");
+        assert_eq!(c.domain, "peach.dinosaur.is");
+        assert_eq!(c.ttl, 60);
+        assert_eq!(c.max_names_per_key, 1);
+        assert!(matches!(c.dns, DnsConfig::Embedded { .. }));
+        assert!(matches!(c.graph, GraphConfig::Ssb { .. }));
+        assert_eq!(c.rate_limit.per_key_per_minute, 10);
+        assert_eq!(c.announced_url(), "http://peach.dinosaur.is:8053/update");
+    }
+
+    #[test]
+    fn backends_parse() {
+        let c = parse(
+            "domain = \"a.b\"\n[dns]\nbackend = \"rfc2136\"\nserver = \"127.0.0.1:5353\"\n\
+             key_name = \"k\"\nkey_file = \"/k\"\n[graph]\nbackend = \"allowlist\"\nallow = []",
+        )
+        .expect("valid");
+        assert!(matches!(c.dns, DnsConfig::Rfc2136 { .. }));
+        assert_eq!(c.graph, GraphConfig::Allowlist { allow: vec![] });
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let cases = [
+            ("domain = \"a.b\"\nttl = 0", "key `ttl`"),
+            ("domain = \"a..b\"", "key `domain`"),
+            ("domain = \"a.b\"\nbogus = 1", "bogus"),
+            (
+                "domain = \"a.b\"\n[graph]\nbackend = \"allowlist\"\nallow = [\"x\"]",
+                "graph.allow",
+            ),
+            (
+                "domain = \"a.b\"\n[dns]\nbackend = \"carrier-pigeon\"",
+                "carrier-pigeon",
+            ),
+            ("domain = \"a.b\"\nreserved = [\"A!\"]", "key `reserved`"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains("/etc/peach-dyndns/server.toml"), "{err}");
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+}

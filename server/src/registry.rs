@@ -1,0 +1,401 @@
+//! The name registry: an embedded ACID database (SQLite, WAL).
+//!
+//! name → owner key, addresses, TTL, created/updated, dyndns2 token hash;
+//! key → last accepted `seq`. Every write is one transaction, so a crash
+//! leaves either the old or the new state, never a mix. The update pipeline
+//! commits here only after DNS accepted the change.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// Errors of the registry; each names the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Opening or migrating the database failed.
+    #[error("cannot open the registry {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A query or commit failed.
+    #[error("registry {path}: {source}")]
+    Sql {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A stored value could not be read back.
+    #[error("registry {path}: corrupt row for {name:?}: {what}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// The name or key.
+        name: String,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// One registered name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The label.
+    pub name: String,
+    /// The owner's SSB id.
+    pub owner: String,
+    /// The A record.
+    pub ip: Option<Ipv4Addr>,
+    /// The AAAA record.
+    pub ip6: Option<Ipv6Addr>,
+    /// TTL in seconds.
+    pub ttl: u32,
+    /// Hex SHA-256 of the owner's dyndns2 token, if one was registered.
+    pub token_sha256: Option<String>,
+    /// When the name was first registered (unix ms).
+    pub created_ms: u64,
+    /// When it last changed (unix ms).
+    pub updated_ms: u64,
+}
+
+/// The registry.
+pub struct Registry {
+    /// One connection: SQLite serialises writers anyway, and the server's
+    /// writes are short transactions.
+    conn: Mutex<Connection>,
+    /// For error messages.
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS names (
+    name         TEXT PRIMARY KEY NOT NULL,
+    owner        TEXT NOT NULL,
+    ip           TEXT,
+    ip6          TEXT,
+    ttl          INTEGER NOT NULL,
+    token_sha256 TEXT,
+    created_ms   INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS names_by_owner ON names(owner);
+CREATE TABLE IF NOT EXISTS keys (
+    key      TEXT PRIMARY KEY NOT NULL,
+    last_seq INTEGER NOT NULL
+);
+PRAGMA user_version = 1;
+";
+
+/// `seq` is a u64; SQLite integers are i64. Stored bit for bit and
+/// compared in Rust, never in SQL.
+fn seq_to_sql(seq: u64) -> i64 {
+    seq as i64
+}
+fn seq_from_sql(v: i64) -> u64 {
+    v as u64
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry at `path`.
+    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+        let open_err = |source| RegistryError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        Registry::init(conn, path)
+    }
+
+    /// A registry in memory (tests, benchmarks of the HTTP path).
+    pub fn open_in_memory() -> Result<Registry, RegistryError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| RegistryError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Registry::init(conn, path)
+    }
+
+    fn init(conn: Connection, path: &Path) -> Result<Registry, RegistryError> {
+        let open_err = |source| RegistryError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        // WAL: readers never block the writer. synchronous=NORMAL in WAL
+        // mode survives a crash of the process with every committed
+        // transaction; a power cut may lose the last few commits but never
+        // corrupts the file, and DNS is re-applied from it at start.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(Registry {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (transactions roll back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> RegistryError {
+        RegistryError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn row_to_entry(&self, row: &rusqlite::Row<'_>) -> Result<Entry, RegistryError> {
+        let get_err = |e| self.sql(e);
+        let name: String = row.get(0).map_err(get_err)?;
+        let corrupt = |what: String| RegistryError::Corrupt {
+            path: self.path.clone(),
+            name: name.clone(),
+            what,
+        };
+        let ip: Option<String> = row.get(2).map_err(get_err)?;
+        let ip6: Option<String> = row.get(3).map_err(get_err)?;
+        let ttl: i64 = row.get(4).map_err(get_err)?;
+        let created: i64 = row.get(6).map_err(get_err)?;
+        let updated: i64 = row.get(7).map_err(get_err)?;
+        Ok(Entry {
+            owner: row.get(1).map_err(get_err)?,
+            ip: ip
+                .map(|s| s.parse().map_err(|_| corrupt(format!("bad ip {s:?}"))))
+                .transpose()?,
+            ip6: ip6
+                .map(|s| s.parse().map_err(|_| corrupt(format!("bad ip6 {s:?}"))))
+                .transpose()?,
+            ttl: u32::try_from(ttl).map_err(|_| corrupt(format!("bad ttl {ttl}")))?,
+            token_sha256: row.get(5).map_err(get_err)?,
+            created_ms: created as u64,
+            updated_ms: updated as u64,
+            name: name.clone(),
+        })
+    }
+
+    /// The entry for `name`.
+    pub fn get(&self, name: &str) -> Result<Option<Entry>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, owner, ip, ip6, ttl, token_sha256, created_ms, updated_ms \
+                 FROM names WHERE name = ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut rows = stmt.query(params![name]).map_err(|e| self.sql(e))?;
+        match rows.next().map_err(|e| self.sql(e))? {
+            Some(row) => self.row_to_entry(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every entry, by name.
+    pub fn all(&self) -> Result<Vec<Entry>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, owner, ip, ip6, ttl, token_sha256, created_ms, updated_ms \
+                 FROM names ORDER BY name",
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+            out.push(self.row_to_entry(row)?);
+        }
+        Ok(out)
+    }
+
+    /// How many names there are.
+    pub fn len(&self) -> Result<u64, RegistryError> {
+        let conn = self.conn();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM names", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        Ok(n as u64)
+    }
+
+    /// Whether there are no names.
+    pub fn is_empty(&self) -> Result<bool, RegistryError> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// The names `owner` holds.
+    pub fn names_of(&self, owner: &str) -> Result<Vec<String>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name FROM names WHERE owner = ?1 ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![owner], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<String>, _>>()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// The last `seq` accepted from `key`.
+    pub fn last_seq(&self, key: &str) -> Result<Option<u64>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT last_seq FROM keys WHERE key = ?1")
+            .map_err(|e| self.sql(e))?;
+        let v: Option<i64> = stmt
+            .query_row(params![key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(v.map(seq_from_sql))
+    }
+
+    /// Stores `entry` (insert or replace, keeping `created_ms` of an existing
+    /// row) and the owner's new `seq`, in one transaction.
+    pub fn commit_set(&self, entry: &Entry, seq: u64) -> Result<(), RegistryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        tx.execute(
+            "INSERT INTO names (name, owner, ip, ip6, ttl, token_sha256, created_ms, updated_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, ip = excluded.ip, \
+             ip6 = excluded.ip6, ttl = excluded.ttl, token_sha256 = excluded.token_sha256, \
+             updated_ms = excluded.updated_ms",
+            params![
+                entry.name,
+                entry.owner,
+                entry.ip.map(|a| a.to_string()),
+                entry.ip6.map(|a| a.to_string()),
+                entry.ttl,
+                entry.token_sha256,
+                entry.created_ms as i64,
+                entry.updated_ms as i64,
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
+        set_seq(&tx, &entry.owner, seq).map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// Deletes `name` and stores the owner's new `seq`, in one transaction.
+    pub fn commit_release(&self, name: &str, owner: &str, seq: u64) -> Result<(), RegistryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        tx.execute(
+            "DELETE FROM names WHERE name = ?1 AND owner = ?2",
+            params![name, owner],
+        )
+        .map_err(|e| self.sql(e))?;
+        set_seq(&tx, owner, seq).map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// Stores only a key's new `seq` (a no-change update).
+    pub fn commit_seq(&self, owner: &str, seq: u64) -> Result<(), RegistryError> {
+        let conn = self.conn();
+        set_seq(&conn, owner, seq).map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Removes a name whoever owns it (the operator's `revoke`).
+    pub fn revoke(&self, name: &str) -> Result<Option<Entry>, RegistryError> {
+        let entry = self.get(name)?;
+        if entry.is_some() {
+            let conn = self.conn();
+            conn.execute("DELETE FROM names WHERE name = ?1", params![name])
+                .map_err(|e| self.sql(e))?;
+        }
+        Ok(entry)
+    }
+}
+
+fn set_seq(conn: &Connection, key: &str, seq: u64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "INSERT INTO keys (key, last_seq) VALUES (?1, ?2) \
+         ON CONFLICT(key) DO UPDATE SET last_seq = excluded.last_seq",
+        params![key, seq_to_sql(seq)],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, owner: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            owner: owner.into(),
+            ip: Some(Ipv4Addr::new(24, 12, 12, 12)),
+            ip6: None,
+            ttl: 60,
+            token_sha256: None,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    #[test]
+    fn set_get_release() {
+        let r = Registry::open_in_memory().expect("open");
+        assert_eq!(r.get("a").expect("get"), None);
+        r.commit_set(&entry("a", "@k"), 5).expect("set");
+        assert_eq!(r.get("a").expect("get"), Some(entry("a", "@k")));
+        assert_eq!(r.last_seq("@k").expect("seq"), Some(5));
+        assert_eq!(r.names_of("@k").expect("names"), vec!["a".to_string()]);
+        let mut changed = entry("a", "@k");
+        changed.ip6 = Some("2001:db8::1".parse().expect("ip6"));
+        changed.created_ms = 99;
+        changed.updated_ms = 7;
+        r.commit_set(&changed, 6).expect("set");
+        let got = r.get("a").expect("get").expect("some");
+        assert_eq!(got.created_ms, 1, "created is kept");
+        assert_eq!(got.updated_ms, 7);
+        assert_eq!(got.ip6, changed.ip6);
+        r.commit_release("a", "@k", 7).expect("release");
+        assert_eq!(r.get("a").expect("get"), None);
+        assert_eq!(r.last_seq("@k").expect("seq"), Some(7));
+    }
+
+    #[test]
+    fn huge_seqs_survive() {
+        let r = Registry::open_in_memory().expect("open");
+        r.commit_seq("@k", u64::MAX - 1).expect("seq");
+        assert_eq!(r.last_seq("@k").expect("seq"), Some(u64::MAX - 1));
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("r.sqlite3");
+        {
+            let r = Registry::open(&path).expect("open");
+            r.commit_set(&entry("a", "@k"), 5).expect("set");
+        }
+        let r = Registry::open(&path).expect("reopen");
+        assert_eq!(r.len().expect("len"), 1);
+        assert_eq!(
+            r.revoke("a").expect("revoke").map(|e| e.owner),
+            Some("@k".into())
+        );
+        assert!(r.is_empty().expect("empty"));
+    }
+
+    #[test]
+    fn unopenable_path_names_the_file() {
+        let err = Registry::open(Path::new("/nonexistent/dir/r.sqlite3"))
+            .err()
+            .expect("fails");
+        assert!(
+            err.to_string().contains("/nonexistent/dir/r.sqlite3"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Shared helpers: a server state on temp files, signed and sealed updates.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use peach_dyndns_protocol::identity::Keypair;
+use peach_dyndns_protocol::message::{Op, UpdateMsg};
+use peach_dyndns_protocol::seal;
+use peach_dyndns_server::config::Config;
+use peach_dyndns_server::graph::{Allowlist, SocialGraph};
+use peach_dyndns_server::registry::Registry;
+use peach_dyndns_server::{dns, State};
+use tempfile::TempDir;
+use warp::http::HeaderMap;
+
+pub const DOMAIN: &str = "peach.dinosaur.is";
+
+/// A pub: its keypair, its state, and the temp dir holding its files.
+pub struct Pub {
+    pub keypair: Keypair,
+    pub state: Arc<State>,
+    pub embedded: Option<Arc<dns::EmbeddedDns>>,
+    /// Holds the secret and the registry until the test ends.
+    #[allow(dead_code)]
+    pub dir: TempDir,
+}
+
+/// Writes a secret file with mode 0600 and returns its path.
+pub fn write_secret(dir: &Path, kp: &Keypair) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("secret");
+    std::fs::write(&path, kp.to_secret_file()).expect("write secret");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+/// A config with `extra` TOML appended (top-level keys first, then tables).
+pub fn config(dir: &Path, top: &str, tables: &str) -> Config {
+    // Tests use documentation and loopback addresses unless they say otherwise.
+    let private = if top.contains("allow_private_addresses") {
+        ""
+    } else {
+        "allow_private_addresses = true"
+    };
+    let text = format!(
+        "domain = \"{DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nsecret = \"{}\"\n\
+         database = \"{}\"\n{private}\n{top}\n{tables}",
+        dir.join("secret").display(),
+        dir.join("registry.sqlite3").display(),
+    );
+    Config::from_str(&text, Path::new("test.toml")).expect("test config is valid")
+}
+
+/// A pub on the embedded DNS, letting `allowed` update.
+pub fn embedded_pub(allowed: &[&Keypair], top: &str) -> Pub {
+    let graph = Arc::new(Allowlist::new(allowed.iter().map(|k| k.public())));
+    pub_with(graph, top, "")
+}
+
+/// A pub with the given graph and config.
+pub fn pub_with(graph: Arc<dyn SocialGraph>, top: &str, tables: &str) -> Pub {
+    let dir = tempfile::tempdir().expect("tmp");
+    let keypair = Keypair::generate();
+    write_secret(dir.path(), &keypair);
+    let config = config(dir.path(), top, tables);
+    let registry = Registry::open(&config.database).expect("registry");
+    let backend = dns::build(&config.dns, &config.domain).expect("dns backend");
+    let state = Arc::new(State::new(
+        config,
+        keypair.clone(),
+        registry,
+        backend.zone,
+        graph,
+    ));
+    Pub {
+        keypair,
+        state,
+        embedded: backend.embedded,
+        dir,
+    }
+}
+
+/// An update message for `name` → `ip`.
+pub fn update(kp: &Keypair, name: &str, ip: Ipv4Addr, seq: u64) -> UpdateMsg {
+    UpdateMsg {
+        op: Op::Update,
+        name: name.into(),
+        domain: DOMAIN.into(),
+        ip: Some(ip),
+        ip6: None,
+        public_key: kp.public(),
+        seq,
+        token_sha256: None,
+    }
+}
+
+/// Signs `msg` with `kp` and seals it to the pub: the request body.
+pub fn body(msg: &UpdateMsg, kp: &Keypair, to: &Keypair) -> Vec<u8> {
+    let envelope = seal::seal_update(&msg.sign(kp), &to.public()).expect("seal");
+    serde_json::to_vec(&envelope).expect("json")
+}
+
+/// Posts a body to `/update` through the real router.
+pub async fn post(state: &Arc<State>, body: &[u8]) -> (u16, serde_json::Value, HeaderMap) {
+    let resp = warp::test::request()
+        .method("POST")
+        .path("/update")
+        .header("content-type", "application/json")
+        .remote_addr("127.0.0.1:40000".parse().expect("addr"))
+        .body(body)
+        .reply(&peach_dyndns_server::api::routes(state.clone()))
+        .await;
+    let json = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);
+    (resp.status().as_u16(), json, resp.headers().clone())
+}
+
+/// GETs a path through the real router.
+pub async fn get(state: &Arc<State>, path: &str) -> (u16, String) {
+    let resp = warp::test::request()
+        .method("GET")
+        .path(path)
+        .remote_addr("24.12.12.12:40000".parse().expect("addr"))
+        .reply(&peach_dyndns_server::api::routes(state.clone()))
+        .await;
+    (
+        resp.status().as_u16(),
+        String::from_utf8_lossy(resp.body()).to_string(),
+    )
+}

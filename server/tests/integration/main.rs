@@ -1,0 +1,9 @@
+//! Integration tests of peach-dyndns-server, with the real parts (BIND's
+//! `named`, ssb-server, curl, dig) started by `testkit` on loopback.
+
+mod api;
+mod bind;
+mod common;
+mod dns;
+mod serve;
+mod ssb;
