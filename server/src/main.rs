@@ -60,6 +60,12 @@ enum Cmd {
     },
     /// Check the config, the secret, the registry, and reach DNS and ssb-server.
     Check,
+    /// Write a new SSB identity (secret file, mode 0600) for a pub without
+    /// ssb-server, or for trying things out; prints its id.
+    Keygen {
+        /// Where to write it; refused if it exists.
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +108,11 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             skip_checks,
         })?;
         print!("{report}");
+        return Ok(());
+    }
+    if let Some(Cmd::Keygen { out }) = &args.command {
+        let id = operator::keygen(out)?;
+        println!("{id}");
         return Ok(());
     }
     let config = Config::load(&args.config)?;
@@ -149,7 +160,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                     .context("social graph unavailable")?;
                 println!("graph ({}): OK", state.graph.kind());
             }
-            Cmd::Init { .. } => {}
+            Cmd::Init { .. } | Cmd::Keygen { .. } => {}
         }
         Ok(())
     })

@@ -243,6 +243,28 @@ pub async fn announce(state: &State) -> Result<String, OperatorError> {
         .map_err(|e| OperatorError::Sbot(e.to_string()))
 }
 
+/// `keygen`: writes a fresh SSB identity to `out` with mode 0600 (never
+/// over an existing file) and returns its id.
+pub fn keygen(out: &Path) -> Result<String, OperatorError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let keypair = peach_dyndns_protocol::identity::Keypair::generate();
+    let write_err = |source| OperatorError::Write {
+        path: out.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(write_err)?;
+    file.write_all(keypair.to_secret_file().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(write_err)?;
+    Ok(keypair.id())
+}
+
 /// `names`: the registry as a table for a person.
 pub fn names_table(entries: &[Entry], domain: &str) -> String {
     let mut out = String::from("NAME\tA\tAAAA\tOWNER\tUPDATED (unix ms)\n");
@@ -285,6 +307,20 @@ pub async fn revoke(state: &State, name: &str) -> Result<Option<Entry>, Operator
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keygen_writes_a_private_secret_once() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("secret");
+        let id = keygen(&path).expect("keygen");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let kp = peach_dyndns_protocol::identity::parse_secret_file(&text).expect("parses");
+        assert_eq!(kp.id(), id);
+        assert!(matches!(keygen(&path), Err(OperatorError::Write { .. })), "never overwrites");
+    }
 
     #[test]
     fn zone_text_has_soa_and_ns() {

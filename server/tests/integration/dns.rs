@@ -74,8 +74,13 @@ fn rfc2136(named: &Named) -> Rfc2136 {
 }
 
 fn nsupdate(named: &Named, session_key: &Path) -> Nsupdate {
-    Nsupdate::new(Path::new("nsupdate"), named.port(), session_key, named.zone())
-        .expect("nsupdate")
+    Nsupdate::new(
+        Path::new("nsupdate"),
+        named.port(),
+        session_key,
+        named.zone(),
+    )
+    .expect("nsupdate")
 }
 
 /// Set with A+AAAA → both resolve; Set with A only → AAAA gone; Remove →
@@ -125,8 +130,9 @@ fn rfc2136_reads_a_bare_base64_secret() {
     let key = named.tsig_key();
     let path = dir.path().join("secret");
     std::fs::write(&path, format!("{}\n", key.secret)).expect("write");
-    let backend = Rfc2136::with_key_file(named.addr(), named.zone(), &path, &key.name, "hmac-sha256")
-        .expect("rfc2136");
+    let backend =
+        Rfc2136::with_key_file(named.addr(), named.zone(), &path, &key.name, "hmac-sha256")
+            .expect("rfc2136");
     set_replace_remove(&named, &backend, "bare");
 }
 
@@ -179,7 +185,10 @@ fn build_makes_each_backend_from_config() {
     };
     let err = dns::build(&missing, named.zone()).expect_err("no key file");
     assert!(matches!(err, DnsError::KeyFileRead { .. }), "{err}");
-    assert!(err.to_string().contains("/nonexistent/session.key"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/session.key"),
+        "{err}"
+    );
 }
 
 /// A key file with the right name and a wrong secret.
@@ -324,7 +333,11 @@ fn a_stopped_named_is_reported_quickly_by_every_backend() {
             .block_on(backend.apply(&set("pi", Some(IP_1), None)))
             .expect_err("named is stopped");
         let took = start.elapsed();
-        assert!(took < FAST_FAILURE, "{}: took {took:?}: {err}", backend.kind());
+        assert!(
+            took < FAST_FAILURE,
+            "{}: took {took:?}: {err}",
+            backend.kind()
+        );
         if backend.kind() != "nsupdate" {
             assert!(matches!(err, DnsError::Unreachable { .. }), "{err}");
             assert!(err.to_string().contains(&addr.to_string()), "{err}");
@@ -359,7 +372,8 @@ fn a_secondary_follows_updates_by_notify_and_ixfr() {
         .expect("set");
     secondary.wait_for(&name, "A", &[&IP_1.to_string()], SECONDARY_WAIT);
     secondary.wait_for(&name, "AAAA", &[&IP6.to_string()], SECONDARY_WAIT);
-    rt.block_on(rfc2136(&primary).apply(&remove("pi"))).expect("remove");
+    rt.block_on(rfc2136(&primary).apply(&remove("pi")))
+        .expect("remove");
     secondary.wait_for(&name, "A", &[], SECONDARY_WAIT);
 }
 
@@ -484,7 +498,9 @@ impl Embedded {
         let (udp, tcp) = rt.block_on(async {
             // One port for both, like a real DNS server: dig +tcp uses -p.
             loop {
-                let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+                let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                    .await
+                    .expect("udp");
                 let port = udp.local_addr().expect("addr").port();
                 if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
                     break (udp, tcp);
@@ -555,7 +571,10 @@ fn embedded_answers_dig_over_udp_and_tcp() {
         assert_eq!(ns.answer, ["ns1.peach.dinosaur.is."]);
         // The name exists, the type does not: NODATA with the SOA.
         let nodata = dig(port, transport, "v4only.peach.dinosaur.is", "AAAA");
-        assert_eq!((nodata.status.as_str(), nodata.answer.len()), ("NOERROR", 0));
+        assert_eq!(
+            (nodata.status.as_str(), nodata.answer.len()),
+            ("NOERROR", 0)
+        );
         assert_eq!(nodata.authority, ["SOA"]);
         let nx = dig(port, transport, "nobody.peach.dinosaur.is", "A");
         assert_eq!(nx.status, "NXDOMAIN", "{nx:?}");
@@ -581,7 +600,10 @@ fn embedded_answers_dig_over_udp_and_tcp() {
     server.apply(&remove("pi"));
     let after = serial(&dig(port, &[], "peach.dinosaur.is", "SOA"));
     assert!(after > before, "{before} → {after}");
-    assert_eq!(dig(port, &[], "pi.peach.dinosaur.is", "A").status, "NXDOMAIN");
+    assert_eq!(
+        dig(port, &[], "pi.peach.dinosaur.is", "A").status,
+        "NXDOMAIN"
+    );
     assert_eq!(server.tcp.port(), port);
 }
 
@@ -597,7 +619,12 @@ fn embedded_truncates_plain_udp_and_dig_retries_over_tcp() {
     assert!(cut.answer.is_empty());
     let retried = dig(port, &["+noedns"], "peach.dinosaur.is", "NS");
     assert_eq!(retried.answer.len(), 12, "{retried:?}");
-    let edns = dig(port, &["+bufsize=1232", "+ignore"], "peach.dinosaur.is", "NS");
+    let edns = dig(
+        port,
+        &["+bufsize=1232", "+ignore"],
+        "peach.dinosaur.is",
+        "NS",
+    );
     assert!(!edns.flags.contains(&"tc".to_string()), "{edns:?}");
     assert_eq!(edns.answer.len(), 12);
 }
@@ -664,8 +691,14 @@ fn embedded_survives_garbage() {
         half.write_all(&[0, 100, 1, 2, 3]).expect("write");
     }
     // Still serving, both ways.
-    assert_eq!(dig(port, &[], "pi.peach.dinosaur.is", "A").answer, [IP_1.to_string()]);
-    assert_eq!(dig(port, &["+tcp"], "pi.peach.dinosaur.is", "A").answer, [IP_1.to_string()]);
+    assert_eq!(
+        dig(port, &[], "pi.peach.dinosaur.is", "A").answer,
+        [IP_1.to_string()]
+    );
+    assert_eq!(
+        dig(port, &["+tcp"], "pi.peach.dinosaur.is", "A").answer,
+        [IP_1.to_string()]
+    );
 }
 
 #[test]
