@@ -303,10 +303,16 @@ mod tests {
         std::fs::write(&path, Keypair::generate().to_secret_file()).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = load_secret(&path).err().expect("refused").to_string();
-        assert!(err.contains(&path.display().to_string()) && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("chmod 600"),
+            "{err}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert!(load_secret(&path).is_ok());
-        let missing = load_secret(&dir.path().join("nope")).err().expect("missing").to_string();
+        let missing = load_secret(&dir.path().join("nope"))
+            .err()
+            .expect("missing")
+            .to_string();
         assert!(missing.contains("nope"), "{missing}");
         std::fs::write(&path, "# only comments\n").expect("write");
         let garbage = load_secret(&path).err().expect("garbage").to_string();

@@ -319,7 +319,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).expect("read");
         let kp = peach_dyndns_protocol::identity::parse_secret_file(&text).expect("parses");
         assert_eq!(kp.id(), id);
-        assert!(matches!(keygen(&path), Err(OperatorError::Write { .. })), "never overwrites");
+        assert!(
+            matches!(keygen(&path), Err(OperatorError::Write { .. })),
+            "never overwrites"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod api;
 mod bind;
+mod cli;
 mod common;
 mod dns;
 mod serve;

@@ -1,0 +1,173 @@
+//! The `peach-dyndns-server` binary as an operator meets it: clear errors
+//! and exit code 1 for broken config and secrets, clean exit on SIGTERM.
+
+use std::io::Read as _;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use peach_dyndns_protocol::identity::Keypair;
+
+use crate::common::write_secret;
+
+const BIN: &str = env!("CARGO_BIN_EXE_peach-dyndns-server");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn write_config(dir: &Path, body: &str) -> String {
+    let path = dir.join("server.toml");
+    std::fs::write(&path, body).expect("write config");
+    path.display().to_string()
+}
+
+#[test]
+fn broken_config_names_file_and_key_and_exits_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(
+        dir.path(),
+        "domain = \"peach.dinosaur.is\"\nttl = \"soon\"\n",
+    );
+    let (code, _, err) = run(&["--config", &cfg, "check"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&cfg) && err.contains("ttl"), "{err}");
+    let (code, _, err) = run(&["--config", "/nonexistent/server.toml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/server.toml"), "{err}");
+}
+
+#[test]
+fn readable_secret_is_refused_with_its_path() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tmp");
+    let secret = write_secret(dir.path(), &Keypair::generate());
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "domain = \"peach.dinosaur.is\"\nsecret = \"{}\"\ndatabase = \"{}\"\n",
+            secret.display(),
+            dir.path().join("r.sqlite3").display()
+        ),
+    );
+    let (code, _, err) = run(&["--config", &cfg, "names"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&secret.display().to_string()) && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("r.sqlite3").exists(),
+        "nothing was created"
+    );
+}
+
+#[test]
+fn serves_then_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pi = Keypair::generate();
+    let secret = write_secret(dir.path(), &Keypair::generate());
+    let (http, dns) = (testkit::free_port(), testkit::free_port());
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "domain = \"peach.dinosaur.is\"\nlisten = \"127.0.0.1:{http}\"\nsecret = \"{}\"\n\
+             database = \"{}\"\n[dns]\nbackend = \"embedded\"\nlisten = \"127.0.0.1:{dns}\"\n\
+             [graph]\nbackend = \"allowlist\"\nallow = [\"{}\"]\n",
+            secret.display(),
+            dir.path().join("r.sqlite3").display(),
+            pi.id()
+        ),
+    );
+    let mut child = Command::new(BIN)
+        .args(["--config", &cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let stopping = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(2),
+            "did not stop within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut log = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut log);
+    }
+    assert!(exit.success(), "exit {exit:?}: {log}");
+    assert!(
+        log.contains("peach-dyndns-server ready") && log.contains("shutting down"),
+        "{log}"
+    );
+    let secret_text = std::fs::read_to_string(&secret).expect("secret");
+    let private = secret_text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\"private\": \""))
+        .expect("private line");
+    assert!(
+        !log.contains(&private[..40]),
+        "the secret never reaches the log"
+    );
+}
+
+#[test]
+fn init_writes_a_zone_bind_accepts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let zone = dir.path().join("db.peach.dinosaur.is");
+    let conf = dir.path().join("named.conf.peach");
+    let (code, out, err) = run(&[
+        "init",
+        "--domain",
+        "peach.dinosaur.is",
+        "--ns",
+        "ns1.dinosaur.is",
+        "--zone-file",
+        &zone.display().to_string(),
+        "--conf-file",
+        &conf.display().to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("named-checkconf: OK") && out.contains("loaded serial 1"),
+        "{out}"
+    );
+    let (code, _, err) = run(&[
+        "init",
+        "--domain",
+        "peach.dinosaur.is",
+        "--ns",
+        "ns1.dinosaur.is",
+        "--zone-file",
+        &zone.display().to_string(),
+        "--conf-file",
+        &conf.display().to_string(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--force"), "{err}");
+}
