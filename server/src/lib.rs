@@ -302,7 +302,7 @@ mod tests {
         let path = dir.path().join("secret");
         std::fs::write(&path, Keypair::generate().to_secret_file()).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = load_secret(&path).err().expect("refused").to_string();
+        let err = load_secret(&path).expect_err("refused").to_string();
         assert!(
             err.contains(&path.display().to_string()) && err.contains("chmod 600"),
             "{err}"
@@ -310,12 +310,11 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert!(load_secret(&path).is_ok());
         let missing = load_secret(&dir.path().join("nope"))
-            .err()
-            .expect("missing")
+            .expect_err("missing")
             .to_string();
         assert!(missing.contains("nope"), "{missing}");
         std::fs::write(&path, "# only comments\n").expect("write");
-        let garbage = load_secret(&path).err().expect("garbage").to_string();
+        let garbage = load_secret(&path).expect_err("garbage").to_string();
         assert!(garbage.contains("not valid"), "{garbage}");
     }
 }
