@@ -209,14 +209,27 @@ pub async fn handle_update(
     if msg.op == Op::Update {
         rules::check_addresses(msg.ip, msg.ip6, state.config.allow_private_addresses)?;
     }
+    // The key's bucket is only looked at here and drawn from after the
+    // `seq` check: a replayed envelope (anyone on the path can capture
+    // one) must not use up its owner's budget. Replays are charged to the
+    // address that sent them instead.
     state
         .key_limits
-        .take(&msg.public_key)
+        .check(&msg.public_key)
         .map_err(ApiError::rate_limited)?;
     let key = msg.public_key.to_string();
     // Cheap early check, so replays never reach sbot; repeated under the
     // lock below, where it counts.
-    check_seq(state, &key, msg.seq)?;
+    if let Err(e) = check_seq(state, &key, msg.seq) {
+        if let Some(ip) = peer {
+            let _ = state.ip_failures.take(&ip);
+        }
+        return Err(e);
+    }
+    state
+        .key_limits
+        .take(&msg.public_key)
+        .map_err(ApiError::rate_limited)?;
     match state.graph.standing(&msg.public_key).await {
         Ok(Standing::Followed) => {}
         Ok(Standing::NotFollowed) => {

@@ -431,3 +431,26 @@ async fn small_endpoints() {
     assert_eq!(status, 404);
     assert!(text.contains("not_found"), "{text}");
 }
+
+#[tokio::test]
+async fn replays_do_not_use_up_the_owners_rate_limit() {
+    let pi = Keypair::generate();
+    let p = pub_with(
+        Arc::new(peach_dyndns_server::graph::Allowlist::new([pi.public()])),
+        "",
+        "[rate_limit]\nper_key_per_minute = 1\nper_key_burst = 2",
+    );
+    let captured = body(&update(&pi, "eb4890", HOME, 1), &pi, &p.keypair);
+    assert_eq!(post(&p.state, &captured).await.0, 200);
+    for _ in 0..5 {
+        assert_error(&post(&p.state, &captured).await, 409, "stale_seq");
+    }
+    // The owner still has the second token of its burst.
+    let next = body(
+        &update(&pi, "eb4890", Ipv4Addr::new(24, 3, 3, 3), 2),
+        &pi,
+        &p.keypair,
+    );
+    let (status, json, _) = post(&p.state, &next).await;
+    assert_eq!(status, 200, "{json}");
+}
