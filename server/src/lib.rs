@@ -284,9 +284,25 @@ pub async fn run(
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");
     let _ = stop_tx.send(true);
-    let _ = http_task.await;
-    if let Some(task) = dns_task {
-        let _ = task.await;
+    // Requests in flight get this long to finish; a client holding an idle
+    // keep-alive connection open must not hold up a restart.
+    let grace = std::time::Duration::from_millis(800);
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut http_task = http_task;
+    if tokio::time::timeout_at(deadline, &mut http_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still open after {grace:?}; closing them");
+        http_task.abort();
+    }
+    if let Some(mut task) = dns_task {
+        if tokio::time::timeout_at(deadline + grace, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
     Ok(())
 }

@@ -27,10 +27,10 @@ async fn pi_accepts_pubs_invite_and_pub_follows_pi() {
         .expect("isFollowing"));
 
     // FIELD-NOTES Trap 1: tell the Pi's gossip about the pub first.
-    if false { pi_client
+    pi_client
         .gossip_add("127.0.0.1", pub_sbot.port(), pub_sbot.id())
         .await
-        .expect("gossip.add"); }
+        .expect("gossip.add");
     pi_client.invite_accept(code).await.expect("invite.accept");
 
     assert!(pub_client

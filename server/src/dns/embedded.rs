@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -69,8 +70,9 @@ const TCP_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// so a flood of idle connections cannot use up memory or descriptors.
 /// BIND's default `tcp-clients` is 150.
 pub const MAX_TCP_CONNECTIONS: usize = 128;
-/// Pause after a failed `accept` (e.g. out of file descriptors), so the
-/// loop does not spin while the condition lasts.
+/// Pause after a failed `accept` (e.g. out of file descriptors) or an
+/// unexpected UDP receive error, so the loop does not spin while the
+/// condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The authoritative server for one zone, from an in-memory table.
@@ -234,9 +236,17 @@ impl EmbeddedDns {
             let (len, peer) = match socket.recv_from(&mut buf).await {
                 Ok(received) => received,
                 Err(e) => {
-                    // E.g. a queued ICMP error; the socket itself is fine.
                     tracing::debug!(error = %e, "embedded DNS: UDP receive failed");
-                    tokio::task::yield_now().await;
+                    // A queued ICMP error or an interruption concerns one
+                    // packet; anything else may last, so do not spin on it.
+                    if !matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionRefused
+                            | ErrorKind::ConnectionReset
+                            | ErrorKind::Interrupted
+                    ) {
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
                     continue;
                 }
             };

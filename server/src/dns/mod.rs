@@ -130,7 +130,7 @@ pub enum DnsError {
         key_file: PathBuf,
         /// `BADKEY`, `BADSIG`, `BADTIME`, …
         tsig_error: String,
-        /// What it usually means, starting with `: ` … `; `.
+        /// What it usually means, in parentheses after a space (or empty).
         hint: &'static str,
     },
     /// The reply was not signed with our key, or its signature or time did
@@ -189,7 +189,8 @@ pub enum DnsError {
         command: String,
         /// How it exited.
         status: String,
-        /// Its standard error (and output), trimmed.
+        /// Its standard error (and output), on one line: the lines are
+        /// joined with `; `.
         output: String,
     },
     /// `nsupdate` did not finish in time and was killed.

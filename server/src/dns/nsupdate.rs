@@ -166,11 +166,14 @@ impl Nsupdate {
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
-        let said = [stderr.trim(), stdout.trim()]
-            .into_iter()
-            .filter(|s| !s.is_empty())
+        // One line for the log: nsupdate starts some lines with "; ".
+        let said = stderr
+            .lines()
+            .chain(stdout.lines())
+            .map(|line| line.trim_start_matches(';').trim())
+            .filter(|line| !line.is_empty())
             .collect::<Vec<_>>()
-            .join("\n");
+            .join("; ");
         Err(DnsError::Program {
             command: self.describe(),
             status: output.status.to_string(),

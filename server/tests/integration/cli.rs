@@ -100,6 +100,17 @@ fn serves_then_stops_cleanly_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A client that keeps an idle keep-alive connection open (as the Pi's
+    // daemon does) must not hold up the stop.
+    let mut idle = TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    std::io::Write::write_all(
+        &mut idle,
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n",
+    )
+    .expect("send");
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).expect("answer");
+    assert_eq!(&first, b"HTTP/1.1 200");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

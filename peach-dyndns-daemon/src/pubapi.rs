@@ -1,0 +1,417 @@
+//! The pub's HTTP API as the daemon uses it: `POST /update` with a sealed
+//! envelope, and `GET /names/<label>` for availability. Answers are read
+//! according to the design's table, and every failure is sorted into
+//! "retry later" or "retrying cannot fix this".
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use peach_dyndns_protocol::seal::Envelope;
+use peach_dyndns_protocol::{ErrorCode, MAX_BODY_BYTES};
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+
+use crate::BoxFuture;
+
+/// The most of an answer body the daemon reads: the pub's answers are a
+/// few hundred bytes; anything far larger is not the pub speaking.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The pub's answer to an accepted update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The full name, e.g. `eb4890.peach.dinosaur.is`.
+    pub fqdn: String,
+    /// The A record now served.
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// The AAAA record now served.
+    #[serde(default)]
+    pub ip6: Option<Ipv6Addr>,
+    /// The records' TTL, seconds.
+    #[serde(default)]
+    pub ttl: Option<u32>,
+    /// Whether DNS changed (false when the records were already so).
+    #[serde(default)]
+    pub changed: bool,
+    /// The accepted `seq`.
+    pub seq: u64,
+}
+
+/// Why an update (or a name check) did not go through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    /// No answer: connection refused, DNS failure, timeout.
+    #[error("the pub at {url} is unreachable: {detail}")]
+    Unreachable {
+        /// Where we sent it.
+        url: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The pub answered with an error from the design's table.
+    #[error("the pub refused the update ({code}, HTTP {status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The wire code, e.g. `not_followed`.
+        code: String,
+        /// The pub's words.
+        message: String,
+        /// With `stale_seq`: the last seq the pub accepted.
+        last_seq: Option<u64>,
+        /// From the `Retry-After` header.
+        retry_after: Option<Duration>,
+    },
+    /// Something answered, but not the way the pub's API does.
+    #[error("unexpected answer from {url} (HTTP {status}): {detail}")]
+    BadAnswer {
+        /// Where we sent it.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// What was wrong.
+        detail: String,
+        /// From the `Retry-After` header.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl UpdateError {
+    /// Whether trying again later may succeed. Transport failures, 5xx,
+    /// 429 and the retryable wire codes may; every other refusal needs a
+    /// change of config first.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            UpdateError::Unreachable { .. } => true,
+            UpdateError::Refused { status, code, .. } => match ErrorCode::from_wire(code) {
+                Some(code) => code.is_retryable(),
+                None => *status == 429 || *status >= 500,
+            },
+            UpdateError::BadAnswer { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
+        }
+    }
+
+    /// A short code for status and logs: the wire code, or `unreachable`
+    /// / `bad_answer`.
+    pub fn code(&self) -> &str {
+        match self {
+            UpdateError::Unreachable { .. } => "unreachable",
+            UpdateError::Refused { code, .. } => code,
+            UpdateError::BadAnswer { .. } => "bad_answer",
+        }
+    }
+
+    /// The delay the pub asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpdateError::Refused { retry_after, .. }
+            | UpdateError::BadAnswer { retry_after, .. } => *retry_after,
+            UpdateError::Unreachable { .. } => None,
+        }
+    }
+}
+
+/// What the daemon asks of a pub. The real one is [`HttpPubApi`]; the
+/// update loop's tests use fakes.
+pub trait PubApi: Send + Sync {
+    /// `POST <url>` with the envelope.
+    fn send_update<'a>(
+        &'a self,
+        url: &'a Url,
+        envelope: &'a Envelope,
+    ) -> BoxFuture<'a, Result<Accepted, UpdateError>>;
+
+    /// `GET <update url>/../names/<label>`: the pub's availability answer
+    /// (a JSON object with at least `available`).
+    fn check_name<'a>(
+        &'a self,
+        update_url: &'a Url,
+        label: &'a str,
+    ) -> BoxFuture<'a, Result<serde_json::Value, UpdateError>>;
+}
+
+/// The pub's `GET /ip`, beside its update URL (`…/update` → `…/ip`).
+pub fn ip_url(update_url: &Url) -> Option<Url> {
+    update_url.join("ip").ok()
+}
+
+/// The pub's `GET /names/<label>`, beside its update URL.
+pub fn names_url(update_url: &Url, label: &str) -> Option<Url> {
+    update_url.join(&format!("names/{label}")).ok()
+}
+
+/// The real pub API over reqwest.
+#[derive(Debug, Clone)]
+pub struct HttpPubApi {
+    /// Shared client with timeouts set.
+    client: reqwest::Client,
+}
+
+impl HttpPubApi {
+    /// An API client over `client`.
+    pub fn new(client: reqwest::Client) -> HttpPubApi {
+        HttpPubApi { client }
+    }
+
+    async fn post_update(&self, url: &Url, envelope: &Envelope) -> Result<Accepted, UpdateError> {
+        let body = serde_json::to_vec(envelope).map_err(|e| UpdateError::BadAnswer {
+            url: url.to_string(),
+            status: 0,
+            detail: format!("cannot encode the envelope: {e}"),
+            retry_after: None,
+        })?;
+        debug_assert!(body.len() <= MAX_BODY_BYTES);
+        let response = self
+            .client
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| UpdateError::Unreachable {
+                url: url.to_string(),
+                detail: describe_reqwest(&e),
+            })?;
+        let (status, retry_after, value) = read_json(url, response).await?;
+        if value.get("ok").and_then(|v| v.as_bool()) == Some(true) && status == 200 {
+            return serde_json::from_value(value).map_err(|e| UpdateError::BadAnswer {
+                url: url.to_string(),
+                status,
+                detail: format!("the success answer does not have the expected fields: {e}"),
+                retry_after,
+            });
+        }
+        Err(refusal(url, status, retry_after, &value))
+    }
+
+    async fn get_name(
+        &self,
+        update_url: &Url,
+        label: &str,
+    ) -> Result<serde_json::Value, UpdateError> {
+        let url = names_url(update_url, label).ok_or_else(|| UpdateError::BadAnswer {
+            url: update_url.to_string(),
+            status: 0,
+            detail: "cannot build the /names URL".into(),
+            retry_after: None,
+        })?;
+        let response = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| UpdateError::Unreachable {
+                url: url.to_string(),
+                detail: describe_reqwest(&e),
+            })?;
+        let (status, retry_after, value) = read_json(&url, response).await?;
+        if (200..300).contains(&status) && value.get("available").is_some_and(|v| v.is_boolean()) {
+            return Ok(value);
+        }
+        Err(refusal(&url, status, retry_after, &value))
+    }
+}
+
+impl PubApi for HttpPubApi {
+    fn send_update<'a>(
+        &'a self,
+        url: &'a Url,
+        envelope: &'a Envelope,
+    ) -> BoxFuture<'a, Result<Accepted, UpdateError>> {
+        Box::pin(self.post_update(url, envelope))
+    }
+
+    fn check_name<'a>(
+        &'a self,
+        update_url: &'a Url,
+        label: &'a str,
+    ) -> BoxFuture<'a, Result<serde_json::Value, UpdateError>> {
+        Box::pin(self.get_name(update_url, label))
+    }
+}
+
+/// Reads status, `Retry-After` and a JSON body of bounded size.
+async fn read_json(
+    url: &Url,
+    mut response: reqwest::Response,
+) -> Result<(u16, Option<Duration>, serde_json::Value), UpdateError> {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let bad = |detail: String| UpdateError::BadAnswer {
+        url: url.to_string(),
+        status,
+        detail,
+        retry_after,
+    };
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| bad(format!("reading the answer: {}", describe_reqwest(&e))))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ANSWER_BYTES {
+            return Err(bad(format!("the answer is over {MAX_ANSWER_BYTES} bytes")));
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+        let text: String = String::from_utf8_lossy(&body).chars().take(80).collect();
+        bad(format!("the answer is not JSON: {text:?}"))
+    })?;
+    if !value.is_object() {
+        return Err(bad("the answer is not a JSON object".into()));
+    }
+    Ok((status, retry_after, value))
+}
+
+/// An error answer: the design's `{"ok":false,"error","message"}`, or a
+/// bad answer when it is not that shape.
+fn refusal(
+    url: &Url,
+    status: u16,
+    retry_after: Option<Duration>,
+    value: &serde_json::Value,
+) -> UpdateError {
+    match value.get("error").and_then(|v| v.as_str()) {
+        Some(code) => UpdateError::Refused {
+            status,
+            code: code.to_string(),
+            message: value
+                .get("message")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .chars()
+                .take(500)
+                .collect(),
+            last_seq: value.get("last_seq").and_then(|v| v.as_u64()),
+            retry_after,
+        },
+        None => UpdateError::BadAnswer {
+            url: url.to_string(),
+            status,
+            detail: "the answer has no `error` code".into(),
+            retry_after,
+        },
+    }
+}
+
+/// `Retry-After` in delta-seconds (the form the pub sends). HTTP dates are
+/// not used by the pub and are ignored (the backoff applies instead).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// A reqwest error in words, with its cause chain (reqwest's own Display
+/// hides the useful part, e.g. "connection refused").
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut text = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        e.to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    let mut last = String::new();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if s_text != last && !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        last = s_text;
+        source = s.source();
+    }
+    text
+}
+
+/// The daemon's HTTP client: request timeout, no proxy (a proxy would make
+/// `/ip` report the proxy's address), a user agent naming the daemon.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .no_proxy()
+        .user_agent(concat!("peach-dyndns-daemon/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(status: u16, code: &str) -> UpdateError {
+        UpdateError::Refused {
+            status,
+            code: code.into(),
+            message: String::new(),
+            last_seq: None,
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn retryable_follows_the_table() {
+        assert!(refused(429, "rate_limited").is_retryable());
+        assert!(refused(503, "dns_unavailable").is_retryable());
+        assert!(refused(503, "graph_unavailable").is_retryable());
+        for code in [
+            "not_followed",
+            "blocked",
+            "name_taken",
+            "invalid_name",
+            "wrong_domain",
+        ] {
+            assert!(!refused(403, code).is_retryable(), "{code}");
+        }
+        assert!(refused(503, "some_future_code").is_retryable());
+        assert!(!refused(418, "some_future_code").is_retryable());
+        let unreachable = UpdateError::Unreachable {
+            url: "http://x".into(),
+            detail: "refused".into(),
+        };
+        assert!(unreachable.is_retryable());
+        let html = |status| UpdateError::BadAnswer {
+            url: "http://x".into(),
+            status,
+            detail: String::new(),
+            retry_after: None,
+        };
+        assert!(html(502).is_retryable());
+        assert!(!html(404).is_retryable());
+    }
+
+    #[test]
+    fn urls_beside_the_update_url() {
+        let u = Url::parse("http://dinosaur.is:8053/update").expect("url");
+        assert_eq!(
+            ip_url(&u).map(String::from).as_deref(),
+            Some("http://dinosaur.is:8053/ip")
+        );
+        assert_eq!(
+            names_url(&u, "eb4890").map(String::from).as_deref(),
+            Some("http://dinosaur.is:8053/names/eb4890")
+        );
+        let prefixed = Url::parse("https://pub.example/dyndns/update").expect("url");
+        assert_eq!(
+            ip_url(&prefixed).map(String::from).as_deref(),
+            Some("https://pub.example/dyndns/ip")
+        );
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 5 "), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}

@@ -1,0 +1,81 @@
+//! Pub discovery through real ssb-servers: the pub's sbot announces, the
+//! Pi's sbot accepts the pub's invite (through the daemon's
+//! `accept_invite`), the daemon finds the pub's announcement in its own
+//! sbot and registers.
+
+use std::time::Duration;
+
+use peach_dyndns_protocol::identity::parse_secret_file;
+use serde_json::json;
+use testkit::Sbot;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finds_the_pub_through_its_announcement_and_registers() {
+    let pub_sbot = Sbot::builder().allow_private(true).start();
+    let pi_sbot = Sbot::start();
+    let pi_key =
+        parse_secret_file(&std::fs::read_to_string(pi_sbot.secret_path()).expect("pi secret"))
+            .expect("pi secret");
+    let pub_key =
+        parse_secret_file(&std::fs::read_to_string(pub_sbot.secret_path()).expect("pub secret"))
+            .expect("pub secret");
+
+    // The dyndns server seals to the pub sbot's key and lets the Pi in.
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
+    write_secret(&dir.path().join("secret"), &pub_key);
+    let server = TestPub::start_as(dir, pub_key.clone(), &[&pi_key]).await;
+    pub_sbot.publish(json!({
+        "type": "peach-dyndns", "domain": DOMAIN, "url": server.update_url(), "ttl": 60
+    }));
+    let invite = pub_sbot.cli(&["invite.create", "1"], None);
+    let invite = invite.trim().trim_matches('"').to_string();
+
+    let pi = Pi::new();
+    let text = pi
+        .config_text(&server, "", "")
+        .replace(
+            &format!("secret_path = {:?}", pi.dir.path().join("secret")),
+            &format!("secret_path = {:?}", pi_sbot.secret_path()),
+        )
+        .replace(&format!("url = \"{}\"\n", server.update_url()), "")
+        .replace(&format!("domain = \"{DOMAIN}\"\n"), "")
+        .replace(
+            "[sbot]\nenabled = false\n",
+            &format!("[sbot]\naddress = \"127.0.0.1:{}\"\n", pi_sbot.port()),
+        );
+    let config = pi.write_config(&text);
+    assert!(config.static_pub().is_none());
+    let mut d = RunningDaemon::start(&pi, config).await;
+
+    let r = d
+        .call("accept_invite", Some(json!({"invite": invite})))
+        .await;
+    assert_eq!(r["result"], true, "{r}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pubs = d.result("list_pubs", None).await;
+        if pubs.as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(pubs[0]["pub_id"], json!(pub_key.id()), "{pubs}");
+            assert_eq!(pubs[0]["origin"], "sbot");
+            assert_eq!(pubs[0]["url"], json!(server.update_url()));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the announcement never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    d.result("update_now", None).await;
+    d.wait_until("online", Duration::from_secs(30), |s| {
+        s["state"] == "online"
+    })
+    .await;
+    assert_eq!(
+        dig(server.dns, "eb4890.peach.dinosaur.is", "A"),
+        ["127.0.0.1"]
+    );
+    d.stop().await;
+}
