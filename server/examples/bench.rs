@@ -98,10 +98,14 @@ struct Plan {
     embedded_change_rounds: u32,
     /// … for the bind-local change run (named takes about 2,000/s).
     bind_change_rounds: u32,
+    /// … for the `GET /ip` run of the embedded phase (the HTTP layer alone).
+    ip_rounds: u32,
     /// Distinct bodies for the crypto ceiling.
     crypto_samples: u32,
     /// Minimum time of the crypto ceiling.
     crypto_time: Duration,
+    /// Calls of each registry operation timed.
+    registry_calls: u32,
     /// Concurrent loops of the raw BIND runs (the ceiling is the best).
     raw_tasks: Vec<usize>,
     /// Length of each raw BIND run.
@@ -125,8 +129,10 @@ impl Plan {
                 nochange_rounds: 23,
                 embedded_change_rounds: 15,
                 bind_change_rounds: 4,
+                ip_rounds: 30,
                 crypto_samples: 1_000,
                 crypto_time: Duration::from_secs(1),
+                registry_calls: 2_000,
                 raw_tasks: vec![16, 64],
                 raw_time: Duration::from_secs(2),
                 memory_levels: vec![1_000, 10_000, 100_000],
@@ -141,8 +147,10 @@ impl Plan {
                 nochange_rounds: 75,
                 embedded_change_rounds: 50,
                 bind_change_rounds: 12,
+                ip_rounds: 100,
                 crypto_samples: 4_000,
                 crypto_time: Duration::from_secs(3),
+                registry_calls: 10_000,
                 raw_tasks: vec![1, 16, 64],
                 raw_time: Duration::from_secs(5),
                 memory_levels: vec![1_000, 10_000, 100_000],
@@ -196,6 +204,25 @@ fn machine() -> String {
     format!("{cores} cores, {model}, load average {load}")
 }
 
+/// One raw BIND measurement, printed.
+fn raw_bind(
+    runtime: &tokio::runtime::Runtime,
+    named: &Named,
+    tasks: usize,
+    time: Duration,
+) -> anyhow::Result<ceiling::RawBind> {
+    let raw = runtime.block_on(ceiling::raw_bind(named, tasks, time))?;
+    println!(
+        "  raw BIND, {:>2} concurrent UPDATE loops: {:>6.0} updates/s, failed {}, \
+         named CPU {:.3} ms/update, client CPU {:.3} ms/update (other processes: {:.2} cores)",
+        raw.tasks, raw.rate, raw.failed, raw.named_ms, raw.client_ms, raw.other_cores
+    );
+    if raw.failed > 0 {
+        println!("  !!! raw BIND FAILURES: {:?}", raw.first_error);
+    }
+    Ok(raw)
+}
+
 /// Runs a `--phase` child and returns its report.
 fn run_phase(spec: &PhaseSpec) -> anyhow::Result<PhaseReport> {
     let exe = std::env::current_exe().context("finding this program")?;
@@ -237,13 +264,26 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
     let crypto = ceiling::crypto(plan.crypto_samples, plan.crypto_time)?;
     println!(
         "  open_envelope on one core: {:.1} µs ({} calls) = {:.0} updates/s per core \
-         [envelope {:.1} µs, unseal {:.1} µs, verify {:.1} µs]",
+         [envelope {:.1} µs, unseal {:.1} µs, verify {:.1} µs; inside the unseal: \
+         ed25519->X25519 secret {:.1} µs, the pub's X25519 public key {:.1} µs]",
         crypto.open_envelope_us,
         crypto.calls,
         crypto.per_core_rate(),
         crypto.envelope_us,
         crypto.unseal_us,
-        crypto.verify_us
+        crypto.verify_us,
+        crypto.x25519_secret_us,
+        crypto.x25519_public_us,
+    );
+    let registry = ceiling::registry(plan.keys, plan.registry_calls)?;
+    println!(
+        "  registry (SQLite, {} names, one thread): last_seq {:.1} µs (x2 per update), \
+         get {:.1} µs, commit_seq {:.1} µs (no-change), commit_set {:.1} µs (change)",
+        registry.names,
+        registry.last_seq_us,
+        registry.get_us,
+        registry.commit_seq_us,
+        registry.commit_set_us
     );
     let named = Named::try_start().map_err(|e| anyhow::anyhow!("starting named: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -251,18 +291,8 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
         .build()?;
     let mut raws = Vec::new();
     for &tasks in &plan.raw_tasks {
-        let raw = runtime.block_on(ceiling::raw_bind(&named, tasks, plan.raw_time))?;
-        println!(
-            "  raw BIND, {:>2} concurrent UPDATE loops: {:>6.0} updates/s, failed {}, \
-             named CPU {:.3} ms/update, client CPU {:.3} ms/update",
-            raw.tasks, raw.rate, raw.failed, raw.named_ms, raw.client_ms
-        );
-        if raw.failed > 0 {
-            println!("  !!! raw BIND FAILURES: {:?}", raw.first_error);
-        }
-        raws.push(raw);
+        raws.push(raw_bind(&runtime, &named, tasks, plan.raw_time)?);
     }
-    drop(runtime);
 
     let log = !args.no_log;
     let domain = named.zone().to_string();
@@ -275,6 +305,7 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
         run_secs: plan.run_secs,
         nochange_rounds: plan.nochange_rounds,
         change_rounds: plan.embedded_change_rounds,
+        ip_rounds: 0,
         memory_levels: Vec::new(),
         log,
     };
@@ -282,7 +313,10 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
         "\n2. the server, {} keep-alive HTTP/1.1 clients, {} keys",
         args.clients, plan.keys
     );
-    let embedded = run_phase(&phase_spec("embedded", BackendSpec::Embedded))?;
+    let embedded = run_phase(&PhaseSpec {
+        ip_rounds: plan.ip_rounds,
+        ..phase_spec("embedded", BackendSpec::Embedded)
+    })?;
     let bind_local = run_phase(&PhaseSpec {
         change_rounds: plan.bind_change_rounds,
         ..phase_spec(
@@ -294,6 +328,15 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
             },
         )
     })?;
+    // named again, right after: the machine is shared, and the ceiling
+    // should be measured under the same conditions as the server.
+    println!("  raw BIND again, after the bind-local phase:");
+    let best_tasks = raws
+        .iter()
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        .map_or(64, |r| r.tasks);
+    raws.push(raw_bind(&runtime, &named, best_tasks, plan.raw_time)?);
+    drop(runtime);
     drop(named);
 
     println!(
@@ -322,6 +365,19 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The runs of a phase the targets are about: the no-change and change
+/// runs (not the first registration, not `GET /ip`).
+fn updates(phase: Option<&PhaseReport>) -> Vec<&RunReport> {
+    phase
+        .map(|p| {
+            p.runs
+                .iter()
+                .filter(|r| matches!(r.kind, RunKind::NoChange | RunKind::Change))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Finds the run of `kind` in a phase.
 fn find(phase: &PhaseReport, kind: RunKind) -> Option<&RunReport> {
     phase.runs.iter().find(|r| r.kind == kind)
@@ -347,51 +403,59 @@ fn print_tables(
     phases: &[&PhaseReport],
     memory: &PhaseReport,
 ) -> bool {
-    println!("\n== runs (server CPU excludes the client, which is another process) ==");
+    println!("\n== runs ==");
     println!(
-        "{:<10} {:<9} {:>7} {:>8} {:>10} {:>7} {:>7} {:>8} {:>6} {:>10} {:>9} {:>9} {:>7}",
+        "{:<10} {:<9} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>6} {:>7} {:>7} {:>7} {:>5} {:>6} {:>5} {:>6}",
         "phase",
         "run",
         "names",
         "updates",
-        "updates/s",
+        "per s",
         "p50 ms",
         "p99 ms",
         "max ms",
         "errors",
-        "server ms",
-        "named ms",
-        "client ms",
-        "RSS MiB"
+        "server",
+        "named",
+        "client",
+        "srv",
+        "others",
+        "idle",
+        "RSS"
     );
-    let all_runs = phases
-        .iter()
-        .chain(std::iter::once(&memory))
-        .flat_map(|p| p.runs.iter().map(move |r| (p.label.as_str(), r)));
     let mut errors = raws.iter().map(|r| r.failed).sum::<u64>();
-    for (label, r) in all_runs.clone() {
-        let c = &r.client;
-        errors += c.errors;
-        println!(
-            "{:<10} {:<9} {:>7} {:>8} {:>10.0} {:>7.2} {:>7.2} {:>8.2} {:>6} {:>10.3} {:>9} {:>9.3} {:>7.1}",
-            label,
-            r.kind.label(),
-            r.names,
-            c.ok,
-            c.rate(),
-            c.p50_us as f64 / 1000.0,
-            c.p99_us as f64 / 1000.0,
-            c.max_us as f64 / 1000.0,
-            c.errors,
-            r.server_ms_per_update(),
-            r.named_cpu_s
-                .map(|s| format!("{:.3}", spec::per_update_ms(s, c.ok)))
-                .unwrap_or_else(|| "-".into()),
-            spec::per_update_ms(c.cpu_s, c.ok),
-            mib(r.rss_after_kb),
-        );
+    for phase in phases.iter().chain(std::iter::once(&memory)) {
+        for r in &phase.runs {
+            let c = &r.client;
+            errors += c.errors;
+            println!(
+                "{:<10} {:<9} {:>7} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>8.2} {:>6} {:>7.3} {:>7} {:>7.3} {:>5.2} {:>6.2} {:>5.2} {:>6.1}",
+                phase.label,
+                r.kind.label(),
+                r.names,
+                c.ok,
+                c.rate(),
+                c.p50_us as f64 / 1000.0,
+                c.p99_us as f64 / 1000.0,
+                c.max_us as f64 / 1000.0,
+                c.errors,
+                r.server_ms_per_update(),
+                r.named_cpu_s
+                    .map(|s| format!("{:.3}", spec::per_update_ms(s, c.ok)))
+                    .unwrap_or_else(|| "-".into()),
+                spec::per_update_ms(c.cpu_s, c.ok),
+                r.server_cpu_s / c.elapsed_s.max(1e-9),
+                r.other_cores(),
+                r.idle_cores(),
+                mib(r.rss_after_kb),
+            );
+        }
     }
-    println!("(ms columns after p99/max: CPU per accepted update)");
+    println!(
+        "server/named/client: CPU ms per accepted request, each its own process; \
+         srv/others/idle: cores used by the server, by other processes on the machine, \
+         and left idle, on average over the run; RSS: the server process, MiB"
+    );
 
     println!("\n== memory (embedded backend, fresh process) ==");
     println!(
@@ -418,13 +482,33 @@ fn print_tables(
             r.client.rate()
         );
     }
+    if let Some(re) = &memory.reapply {
+        println!(
+            "restart: re-applying {} names to the embedded zone took {:.2} s; RSS {:.1} -> {:.1} MiB, \
+             peak {:.1} MiB while reading the whole registry",
+            re.names,
+            re.secs,
+            mib(re.rss_before_kb),
+            mib(re.rss_after_kb),
+            mib(re.peak_kb)
+        );
+    }
 
     println!("\n== targets (issue 3) ==");
+    println!(
+        "ceilings: open_envelope {:.1} µs = {:.0}/s per core; raw BIND {}",
+        crypto.open_envelope_us,
+        crypto.per_core_rate(),
+        raws.iter()
+            .map(|r| format!("{:.0}/s ({} loops)", r.rate, r.tasks))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut rows: Vec<(String, String, &'static str)> = Vec::new();
     let raw_best = raws.iter().map(|r| r.rate).fold(0.0, f64::max);
-    let (emb, bind) = (phases.first(), phases.get(1));
-    let bind_change = bind.and_then(|p| find(p, RunKind::Change));
-    if let Some(r) = bind_change {
+    let by_label = |label: &str| phases.iter().find(|p| p.label == label).copied();
+    let (emb, bind) = (by_label("embedded"), by_label("bind-local"));
+    if let Some(r) = bind.and_then(|p| find(p, RunKind::Change)) {
         let share = if raw_best > 0.0 {
             r.client.rate() / raw_best
         } else {
@@ -433,7 +517,7 @@ fn print_tables(
         rows.push((
             "bind-local >= 80% of raw BIND rate".into(),
             format!(
-                "{:.0}/s = {:.0}% of {:.0}/s",
+                "{:.0}/s = {:.0}% of the best raw {:.0}/s",
                 r.client.rate(),
                 share * 100.0,
                 raw_best
@@ -448,43 +532,43 @@ fn print_tables(
             verdict(r.client.rate() >= 5_000.0),
         ));
     }
-    let timed: Vec<(&str, &RunReport)> = phases
-        .iter()
-        .flat_map(|p| p.runs.iter().map(move |r| (p.label.as_str(), r)))
-        .filter(|(_, r)| r.kind != RunKind::Register)
-        .collect();
-    if let Some((label, worst)) = timed.iter().max_by_key(|(_, r)| r.client.p99_us) {
-        let p99 = worst.client.p99_us as f64 / 1000.0;
-        rows.push((
-            "p99 < 50 ms at 64 clients (worst run)".into(),
-            format!("{p99:.2} ms ({label} {})", worst.kind.label()),
-            verdict(p99 < 50.0),
-        ));
+    // The targets are about updates: the no-change and change runs.
+    for (label, phase) in [("embedded", emb), ("bind-local", bind)] {
+        if let Some(worst) = updates(phase).into_iter().max_by_key(|r| r.client.p99_us) {
+            let p99 = worst.client.p99_us as f64 / 1000.0;
+            rows.push((
+                format!("p99 < 50 ms at 64 clients ({label})"),
+                format!("{p99:.2} ms (worst: {} run)", worst.kind.label()),
+                verdict(p99 < 50.0),
+            ));
+        }
     }
-    if let Some(r) = emb.and_then(|p| find(p, RunKind::NoChange)) {
-        rows.push((
-            "no-change >= 10,000/s (embedded)".into(),
-            format!("{:.0}/s", r.client.rate()),
-            verdict(r.client.rate() >= 10_000.0),
-        ));
+    for (label, phase) in [("embedded", emb), ("bind-local", bind)] {
+        if let Some(r) = phase.and_then(|p| find(p, RunKind::NoChange)) {
+            rows.push((
+                format!("no-change >= 10,000/s ({label})"),
+                format!("{:.0}/s", r.client.rate()),
+                verdict(r.client.rate() >= 10_000.0),
+            ));
+        }
     }
-    if let Some(r) = bind.and_then(|p| find(p, RunKind::NoChange)) {
-        rows.push((
-            "no-change >= 10,000/s (bind-local)".into(),
-            format!("{:.0}/s", r.client.rate()),
-            verdict(r.client.rate() >= 10_000.0),
-        ));
-    }
-    if let Some((label, worst)) = timed.iter().max_by(|a, b| {
-        a.1.server_ms_per_update()
-            .total_cmp(&b.1.server_ms_per_update())
-    }) {
-        let ms = worst.server_ms_per_update();
-        rows.push((
-            "server CPU <= 0.2 ms/update (worst run)".into(),
-            format!("{ms:.3} ms ({label} {})", worst.kind.label()),
-            verdict(ms <= 0.2),
-        ));
+    for (label, phase) in [("embedded", emb), ("bind-local", bind)] {
+        let runs = updates(phase);
+        if let Some(worst) = runs.iter().max_by(|a, b| {
+            a.server_ms_per_update()
+                .total_cmp(&b.server_ms_per_update())
+        }) {
+            let all = runs
+                .iter()
+                .map(|r| format!("{} {:.3}", r.kind.label(), r.server_ms_per_update()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            rows.push((
+                format!("server CPU <= 0.2 ms/update ({label})"),
+                format!("{all} ms"),
+                verdict(worst.server_ms_per_update() <= 0.2),
+            ));
+        }
     }
     if let (Some(first), Some(last)) = (levels.first(), levels.last()) {
         let names = last.names.saturating_sub(first.names).max(1);
@@ -518,16 +602,11 @@ fn print_tables(
     ));
     rows.push((
         "(for scale) nsupdate.info 0.13, same BIND".into(),
-        "~110/s, 10.5 ms CPU/req, p99 682 ms @64".into(),
+        "~110/s, 10.5 ms CPU/request, p99 682 ms at 64 connections".into(),
         "",
     ));
-    println!(
-        "open_envelope ceiling: {:.1} µs = {:.0}/s per core",
-        crypto.open_envelope_us,
-        crypto.per_core_rate()
-    );
     for (target, measured, result) in rows {
-        println!("{target:<42} {measured:<58} {result}");
+        println!("{target:<40} {measured:<66} {result}");
     }
     if errors > 0 {
         println!("\n!!!!!!!! {errors} FAILED REQUESTS: the numbers above are not valid !!!!!!!!");

@@ -31,6 +31,13 @@ pub struct Crypto {
     pub unseal_us: f64,
     /// Mean µs of `verify_signed` alone (JSON, canonical form, ed25519).
     pub verify_us: f64,
+    /// Inside the unseal: µs to turn the pub's ed25519 secret into its
+    /// X25519 secret (SHA-512), done on every `seal::open`.
+    pub x25519_secret_us: f64,
+    /// Inside the unseal: µs of the fixed-base X25519 multiplication that
+    /// crypto_box's `unseal` does on every call to learn the recipient's
+    /// public key for the nonce (the same key every time).
+    pub x25519_public_us: f64,
 }
 
 impl Crypto {
@@ -93,12 +100,21 @@ pub fn crypto(samples: u32, min_time: Duration) -> anyhow::Result<Crypto> {
             .get(i)
             .is_some_and(|p| black_box(verify_signed(black_box(p))).is_ok())
     })?;
+    let (_, x25519_secret_us) = time_calls(sealed.len(), part_time, &|_| {
+        black_box(black_box(&pub_kp).to_x25519_secret()) != [0u8; 32]
+    })?;
+    let secret = crypto_box::SecretKey::from(pub_kp.to_x25519_secret());
+    let (_, x25519_public_us) = time_calls(sealed.len(), part_time, &|_| {
+        black_box(black_box(&secret).public_key()).as_bytes() != &[0u8; 32]
+    })?;
     Ok(Crypto {
         calls,
         open_envelope_us,
         envelope_us,
         unseal_us,
         verify_us,
+        x25519_secret_us,
+        x25519_public_us,
     })
 }
 
@@ -139,6 +155,8 @@ pub struct RawBind {
     pub named_ms: f64,
     /// This process's (the client's) CPU per update, ms.
     pub client_ms: f64,
+    /// Cores' worth of CPU other processes on the machine used meanwhile.
+    pub other_cores: f64,
 }
 
 /// Drives named with `tasks` concurrent loops of changing updates for
@@ -151,10 +169,15 @@ pub async fn raw_bind(named: &Named, tasks: usize, duration: Duration) -> anyhow
     )?);
     let named_before = procfs::cpu_seconds(Some(named.pid()))?;
     let self_before = procfs::cpu_seconds(None)?;
+    let (machine_before, _) = procfs::machine_seconds()?;
+    let started = Instant::now();
     let report = dns::measure_rate(backend, &format!("raw{tasks}x"), tasks, duration).await;
     // The CPU figures include the clean-up (one removal per task).
+    let wall = started.elapsed().as_secs_f64();
+    let (machine_after, _) = procfs::machine_seconds()?;
     let named_cpu = procfs::cpu_seconds(Some(named.pid()))? - named_before;
     let self_cpu = procfs::cpu_seconds(None)? - self_before;
+    let others = machine_after - machine_before - named_cpu - self_cpu;
     let updates = report.ok + tasks as u64;
     Ok(RawBind {
         tasks,
@@ -163,5 +186,72 @@ pub async fn raw_bind(named: &Named, tasks: usize, duration: Duration) -> anyhow
         first_error: report.first_error.clone(),
         named_ms: crate::spec::per_update_ms(named_cpu, updates),
         client_ms: crate::spec::per_update_ms(self_cpu, updates),
+        other_cores: (others / wall.max(1e-9)).max(0.0),
+    })
+}
+
+/// Single-thread cost of the registry calls an update makes, on a
+/// registry file holding `names` names (in a temporary directory).
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryCost {
+    /// Names in the registry while timing.
+    pub names: u32,
+    /// Mean µs of `last_seq` (made twice per update).
+    pub last_seq_us: f64,
+    /// Mean µs of `get` (once per update).
+    pub get_us: f64,
+    /// Mean µs of `commit_seq` (a no-change update's commit).
+    pub commit_seq_us: f64,
+    /// Mean µs of `commit_set` (a changing update's commit).
+    pub commit_set_us: f64,
+}
+
+/// Times the registry calls of the update pipeline, `calls` of each.
+pub fn registry(names: u32, calls: u32) -> anyhow::Result<RegistryCost> {
+    use peach_dyndns_server::registry::{Entry, Registry};
+    let dir = tempfile::tempdir()?;
+    let registry = Registry::open(&dir.path().join("registry.sqlite3"))?;
+    let owners: Vec<String> = (0..names).map(|k| bench_key(k).id()).collect();
+    let entry = |k: u32, ip: std::net::Ipv4Addr| Entry {
+        name: bench_name(k),
+        owner: owners.get(k as usize).cloned().unwrap_or_default(),
+        ip: Some(ip),
+        ip6: None,
+        ttl: 60,
+        token_sha256: None,
+        created_ms: 1,
+        updated_ms: 1,
+    };
+    for k in 0..names {
+        registry.commit_set(&entry(k, home_ip(k)), 1)?;
+    }
+    let n = names.max(1);
+    let time = |f: &dyn Fn(u32) -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        for i in 0..calls {
+            f(i)?;
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e6 / f64::from(calls.max(1)))
+    };
+    let owner = |i: u32| owners.get((i % n) as usize).cloned().unwrap_or_default();
+    let last_seq_us = time(&|i| {
+        black_box(registry.last_seq(&owner(i))?);
+        Ok(())
+    })?;
+    let get_us = time(&|i| {
+        black_box(registry.get(&bench_name(i % n))?);
+        Ok(())
+    })?;
+    let commit_seq_us = time(&|i| Ok(registry.commit_seq(&owner(i), 2 + u64::from(i))?))?;
+    let commit_set_us = time(&|i| {
+        let e = entry(i % n, crate::spec::change_ip(0, i / n, i % n));
+        Ok(registry.commit_set(&e, 1_000_000 + u64::from(i))?)
+    })?;
+    Ok(RegistryCost {
+        names,
+        last_seq_us,
+        get_us,
+        commit_seq_us,
+        commit_set_us,
     })
 }

@@ -105,9 +105,14 @@ fn build_requests(spec: &ClientSpec) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
         let mut out = Vec::with_capacity(keys.len() * spec.rounds as usize);
         for r in 0..spec.rounds {
             for (k, kp) in &keys {
+                if spec.kind == RunKind::Ip {
+                    let request = format!("GET /ip HTTP/1.1\r\nHost: {}\r\n\r\n", spec.addr);
+                    out.push(request.into_bytes());
+                    continue;
+                }
                 let ip = match spec.kind {
-                    RunKind::Register | RunKind::NoChange => home_ip(*k),
                     RunKind::Change => change_ip(spec.ip_tag, r, *k),
+                    RunKind::Register | RunKind::NoChange | RunKind::Ip => home_ip(*k),
                 };
                 let msg = UpdateMsg {
                     op: Op::Update,
@@ -199,10 +204,10 @@ async fn drive(
 ) -> ClientResult {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(spec.max_secs);
-    let expect_changed = spec.kind.expect_changed();
+    let want = spec.kind.expected_body();
     let mut set = JoinSet::new();
     for (stream, requests) in streams.into_iter().zip(per_conn) {
-        set.spawn(connection(stream, requests, deadline, expect_changed));
+        set.spawn(connection(stream, requests, deadline, want));
     }
     let mut result = ClientResult::default();
     let mut latencies: Vec<u32> = Vec::new();
@@ -250,18 +255,13 @@ async fn connection(
     mut stream: TcpStream,
     requests: Vec<Vec<u8>>,
     deadline: Instant,
-    expect_changed: bool,
+    want: &'static str,
 ) -> ConnOut {
     let mut out = ConnOut {
         latencies_us: Vec::with_capacity(requests.len()),
         ..ConnOut::default()
     };
     let mut buf = Vec::with_capacity(4096);
-    let want = if expect_changed {
-        "\"changed\":true"
-    } else {
-        "\"changed\":false"
-    };
     for request in &requests {
         if Instant::now() >= deadline {
             break;

@@ -30,8 +30,8 @@ use tokio::time::timeout;
 
 use crate::procfs;
 use crate::spec::{
-    bench_key, BackendSpec, ClientResult, ClientSpec, PhaseReport, PhaseSpec, RunKind, RunReport,
-    RESULT_PREFIX,
+    bench_key, BackendSpec, ClientResult, ClientSpec, PhaseReport, PhaseSpec, Reapply, RunKind,
+    RunReport, RESULT_PREFIX,
 };
 
 /// How long a client child may take to build its requests and connect.
@@ -185,6 +185,10 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
             );
             runs.push(timed_run(&server, &change, named_pid, &spec.label).await?);
         }
+        if spec.ip_rounds > 0 {
+            let ip = client(RunKind::Ip, spec.ip_rounds, 0, 0, spec.run_secs);
+            runs.push(timed_run(&server, &ip, named_pid, &spec.label).await?);
+        }
     } else {
         // Memory: fill the registry (and the zone) to each level with
         // names of other owners, then time changing updates at that size.
@@ -213,6 +217,11 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
             runs.push(timed_run(&server, &change, named_pid, &spec.label).await?);
         }
     }
+    let reapply = if spec.memory_levels.is_empty() {
+        None
+    } else {
+        Some(reapply(&server.state, &spec.label).await?)
+    };
 
     let _ = server.stop.send(());
     match timeout(STOP_TIMEOUT, server.task).await {
@@ -226,6 +235,32 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
         rss_start_kb,
         rss_idle_kb,
         runs,
+        reapply,
+    })
+}
+
+/// Times what a restart does first: every registered name written to DNS
+/// again (`State::reapply_registry`, which reads the whole registry).
+async fn reapply(state: &State, label: &str) -> anyhow::Result<Reapply> {
+    let (rss_before_kb, _) = procfs::rss_kb()?;
+    procfs::reset_peak()?;
+    let started = std::time::Instant::now();
+    let names = state.reapply_registry().await? as u64;
+    let secs = started.elapsed().as_secs_f64();
+    let (rss_after_kb, peak_kb) = procfs::rss_kb()?;
+    eprintln!(
+        "  [{label}] re-applying {names} names (a restart) took {secs:.2} s; RSS {} -> {} MiB, \
+         peak {} MiB",
+        rss_before_kb / 1024,
+        rss_after_kb / 1024,
+        peak_kb / 1024
+    );
+    Ok(Reapply {
+        names,
+        secs,
+        rss_before_kb,
+        peak_kb,
+        rss_after_kb,
     })
 }
 
@@ -291,6 +326,7 @@ async fn timed_run(
     let named_before = named_pid
         .map(|p| procfs::cpu_seconds(Some(p)))
         .transpose()?;
+    let machine_before = procfs::machine_seconds()?;
     stdin.write_all(b"go\n").await?;
     stdin.flush().await?;
 
@@ -300,6 +336,7 @@ async fn timed_run(
         .context("the client did not report in time")??
         .context("the client exited without a result")?;
     let server_cpu_s = procfs::cpu_seconds(None)? - cpu_before;
+    let machine_after = procfs::machine_seconds()?;
     let named_cpu_s = match (named_pid, named_before) {
         (Some(pid), Some(before)) => Some(procfs::cpu_seconds(Some(pid))? - before),
         _ => None,
@@ -320,6 +357,8 @@ async fn timed_run(
         client,
         server_cpu_s,
         named_cpu_s,
+        machine_busy_s: machine_after.0 - machine_before.0,
+        machine_idle_s: machine_after.1 - machine_before.1,
         rss_before_kb,
         rss_after_kb,
         hwm_kb,
@@ -327,7 +366,8 @@ async fn timed_run(
     let c = &report.client;
     eprintln!(
         "  [{label}] {:<9} {:>7} names: {:>6} ok in {:>5.2} s = {:>7.0}/s  p50 {:>6.2} ms  \
-         p99 {:>6.2} ms  max {:>7.2} ms  errors {}  server CPU {:.3} ms/update  RSS {} MiB",
+         p99 {:>6.2} ms  max {:>7.2} ms  errors {}  server CPU {:.3} ms/update  RSS {} MiB  \
+         (cores: server {:.2}, other processes {:.2}, idle {:.2})",
         spec.kind.label(),
         report.names,
         c.ok,
@@ -339,6 +379,9 @@ async fn timed_run(
         c.errors,
         report.server_ms_per_update(),
         rss_after_kb / 1024,
+        report.server_cpu_s / c.elapsed_s.max(1e-9),
+        report.other_cores(),
+        report.idle_cores(),
     );
     if c.errors > 0 {
         eprintln!(

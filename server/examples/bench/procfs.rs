@@ -60,3 +60,32 @@ pub fn rss_kb() -> anyhow::Result<(u64, u64)> {
     };
     Ok((value("VmRSS:")?, value("VmHWM:")?))
 }
+
+/// CPU seconds the whole machine spent busy and idle so far, summed over
+/// every core (the first line of `/proc/stat`). Busy counts steal too:
+/// time the hypervisor gave to other guests is time we did not get.
+pub fn machine_seconds() -> anyhow::Result<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("/proc/stat has no `cpu` line")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user and nice).
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    let idle = at(3) + at(4);
+    Ok((busy / clock_ticks(), idle / clock_ticks()))
+}
+
+/// Resets this process's peak resident memory (`VmHWM`) to the current
+/// value, so a later [`rss_kb`] gives the peak of what came in between
+/// (`echo 5 > /proc/self/clear_refs`, Linux 4.0 and later).
+pub fn reset_peak() -> anyhow::Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5").context("writing /proc/self/clear_refs")
+}

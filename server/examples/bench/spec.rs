@@ -37,12 +37,19 @@ pub enum RunKind {
     NoChange,
     /// A new address on every request (`changed: true`).
     Change,
+    /// `GET /ip`: no crypto, no registry, no DNS; what the HTTP layer
+    /// (hyper, warp, routing) costs per request, for the breakdown.
+    Ip,
 }
 
 impl RunKind {
-    /// The `changed` every accepted answer of this run must carry.
-    pub fn expect_changed(self) -> bool {
-        !matches!(self, RunKind::NoChange)
+    /// What the body of every good answer of this run contains.
+    pub fn expected_body(self) -> &'static str {
+        match self {
+            RunKind::Register | RunKind::Change => "\"changed\":true",
+            RunKind::NoChange => "\"changed\":false",
+            RunKind::Ip => "127.0.0.1",
+        }
     }
 
     /// For tables.
@@ -51,6 +58,7 @@ impl RunKind {
             RunKind::Register => "register",
             RunKind::NoChange => "no-change",
             RunKind::Change => "change",
+            RunKind::Ip => "GET /ip",
         }
     }
 }
@@ -172,6 +180,8 @@ pub struct PhaseSpec {
     pub nochange_rounds: u32,
     /// Rounds built for the change run (0: no such run).
     pub change_rounds: u32,
+    /// Rounds built for the `GET /ip` run (0: no such run).
+    pub ip_rounds: u32,
     /// Memory phase: registered names to reach, one change run at each
     /// (empty: a throughput phase).
     pub memory_levels: Vec<u32>,
@@ -193,6 +203,11 @@ pub struct RunReport {
     pub server_cpu_s: f64,
     /// named's CPU time during the run (bind-local only).
     pub named_cpu_s: Option<f64>,
+    /// CPU seconds the whole machine was busy during the run (every
+    /// process: ours, named, and whatever else runs on it).
+    pub machine_busy_s: f64,
+    /// CPU seconds the machine's cores sat idle during the run.
+    pub machine_idle_s: f64,
     /// The server process's resident memory just before the run, KiB.
     pub rss_before_kb: u64,
     /// … and just after it.
@@ -205,6 +220,26 @@ impl RunReport {
     /// Server CPU per accepted update, in milliseconds.
     pub fn server_ms_per_update(&self) -> f64 {
         per_update_ms(self.server_cpu_s, self.client.ok)
+    }
+
+    /// Cores' worth of CPU that processes other than the server, its
+    /// client and named used during the run (other work on the machine).
+    pub fn other_cores(&self) -> f64 {
+        let ours = self.server_cpu_s + self.client.cpu_s + self.named_cpu_s.unwrap_or(0.0);
+        if self.client.elapsed_s > 0.0 {
+            ((self.machine_busy_s - ours) / self.client.elapsed_s).max(0.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// Idle cores on average during the run.
+    pub fn idle_cores(&self) -> f64 {
+        if self.client.elapsed_s > 0.0 {
+            self.machine_idle_s / self.client.elapsed_s
+        } else {
+            0.0
+        }
     }
 }
 
@@ -228,4 +263,21 @@ pub struct PhaseReport {
     pub rss_idle_kb: u64,
     /// The runs, in order.
     pub runs: Vec<RunReport>,
+    /// Memory phase: what a restart's re-apply of the full registry costs.
+    pub reapply: Option<Reapply>,
+}
+
+/// `State::reapply_registry` (what `run` does at start) on a full registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reapply {
+    /// Names re-applied.
+    pub names: u64,
+    /// How long it took.
+    pub secs: f64,
+    /// Resident memory before, KiB.
+    pub rss_before_kb: u64,
+    /// Peak resident memory during it, KiB (the peak is reset first).
+    pub peak_kb: u64,
+    /// Resident memory after, KiB.
+    pub rss_after_kb: u64,
 }
