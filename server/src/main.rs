@@ -125,8 +125,9 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         let state = Arc::new(state);
         match args.command.unwrap_or(Cmd::Serve) {
             Cmd::Serve => {
+                let shutdown = shutdown_signal()?;
                 let listeners = Listeners::bind(&state.config).await?;
-                run(state, embedded, listeners, shutdown_signal()).await?;
+                run(state, embedded, listeners, shutdown).await?;
             }
             Cmd::Announce => {
                 let key = operator::announce(&state).await?;
@@ -166,20 +167,17 @@ fn real_main(args: Args) -> anyhow::Result<()> {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Registers for SIGTERM and SIGINT now (before any socket is bound, so a
+/// signal that arrives early is never lost to the default action) and
+/// returns a future that resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }
