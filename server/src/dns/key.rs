@@ -33,8 +33,8 @@ pub struct TsigKey {
     name: String,
     /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512` (lower case).
     algorithm: &'static str,
-    /// The shared secret.
-    secret: Vec<u8>,
+    /// The shared secret (visible to the other backends' tests).
+    pub(super) secret: Vec<u8>,
 }
 
 impl fmt::Debug for TsigKey {

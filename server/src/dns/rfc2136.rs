@@ -16,7 +16,8 @@
 //! (`update-policy local;`, key `local-ddns`), which is what `nsupdate -l`
 //! does. named writes a new session key at every start, so on a BADKEY or
 //! BADSIG reply the key file is read again and, if it changed, the update
-//! is sent once more.
+//! is sent once more (the `rfc2136` backend does the same, so an operator
+//! can rotate its key file without a restart).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,10 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const ATTEMPTS: u32 = 2;
 /// Sockets kept for reuse. Enough for the concurrency an HTTP server sees
 /// (the benchmark uses 16 tasks); more are opened on demand and closed.
+/// Measured here: opening, connecting and closing a socket costs about
+/// 40 µs of system calls, five times the 7 µs of building, signing and
+/// parsing an update. Throughput is the same either way (named is the
+/// bottleneck), so the pool is about the pub's CPU, not speed.
 const POOL_SIZE: usize = 32;
 /// Receive buffer: an UPDATE reply is the header, the zone, and the TSIG
 /// record (about 150 bytes); 4096 leaves room for servers that echo more.
@@ -674,5 +679,152 @@ mod tests {
         assert!(matches!(err, DnsError::Timeout { .. }), "{err}");
         assert!(err.to_string().contains(&server.to_string()), "{err}");
         assert_eq!(start.elapsed(), ATTEMPT_TIMEOUT * ATTEMPTS);
+    }
+
+    /// How the fake server of the tests below answers over UDP.
+    #[derive(Clone, Copy)]
+    enum Fake {
+        /// An empty reply with TC set; the signed answer comes over TCP.
+        Truncate,
+        /// NOERROR without a signature: a forged success.
+        Unsigned,
+        /// NOERROR signed with another key.
+        OtherKey,
+    }
+
+    /// A signed NOERROR reply to `request` (wire bytes) with `key`.
+    fn signed_reply(request: &[u8], key: &TsigKey) -> Vec<u8> {
+        let request = Message::from_vec(request).expect("request decodes");
+        let mut reply = Message::response(request.metadata.id, OpCode::Update);
+        reply.add_queries(request.queries.iter().cloned());
+        let unsigned = reply.to_vec().expect("encode");
+        let mac = request
+            .signature()
+            .expect("signed request")
+            .data
+            .mac
+            .clone();
+        let context = hickory_proto::rr::TSigResponseContext::new(
+            request.metadata.id,
+            unix_now(),
+            key.signer().expect("signer"),
+            mac,
+            None,
+        );
+        reply.set_signature(context.sign(&unsigned).expect("sign"));
+        reply.to_vec().expect("encode")
+    }
+
+    /// A server on one loopback port, UDP and TCP, that answers as `fake`
+    /// says; the client uses `key` (the fake knows it too).
+    async fn fake_server(fake: Fake, key: TsigKey) -> SocketAddr {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("udp");
+        let addr = udp.local_addr().expect("addr");
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("tcp on the same port");
+        let udp_key = key.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((len, peer)) = udp.recv_from(&mut buf).await {
+                let request = &buf[..len];
+                let reply = match fake {
+                    Fake::Truncate => {
+                        let mut header = request[..12].to_vec();
+                        header[2] = 0x80 | 0x28 | 0x02; // QR, opcode UPDATE, TC
+                        header[3] = 0;
+                        header[4..].fill(0);
+                        header
+                    }
+                    Fake::Unsigned => {
+                        let id = Message::from_vec(request).expect("decode").metadata.id;
+                        Message::response(id, OpCode::Update)
+                            .to_vec()
+                            .expect("encode")
+                    }
+                    Fake::OtherKey => {
+                        let other = TsigKey::new(udp_key.name(), "hmac-sha256", b"other".to_vec())
+                            .expect("key");
+                        // Signed over the request as if with our key's MAC.
+                        signed_reply(request, &other)
+                    }
+                };
+                let _ = udp.send_to(&reply, peer).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = tcp.accept().await {
+                let len = stream.read_u16().await.expect("len");
+                let mut request = vec![0u8; usize::from(len)];
+                stream.read_exact(&mut request).await.expect("request");
+                let reply = signed_reply(&request, &key);
+                let mut framed = u16::try_from(reply.len())
+                    .expect("len")
+                    .to_be_bytes()
+                    .to_vec();
+                framed.extend_from_slice(&reply);
+                stream.write_all(&framed).await.expect("write");
+            }
+        });
+        addr
+    }
+
+    /// A client for `server` with a key file holding `key`.
+    fn client_for(server: SocketAddr, key: &TsigKey, dir: &Path) -> Rfc2136 {
+        let path = dir.join("k.key");
+        std::fs::write(
+            &path,
+            format!(
+                "key \"{}\" {{ algorithm {}; secret \"{}\"; }};",
+                key.name(),
+                key.algorithm(),
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key.secret)
+            ),
+        )
+        .expect("write key");
+        Rfc2136::with_key_file(
+            server,
+            "peach.dinosaur.is",
+            &path,
+            key.name(),
+            key.algorithm(),
+        )
+        .expect("client")
+    }
+
+    fn test_key() -> TsigKey {
+        TsigKey::new(
+            "k1",
+            "hmac-sha256",
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+        )
+        .expect("key")
+    }
+
+    #[tokio::test]
+    async fn a_truncated_reply_is_followed_over_tcp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = fake_server(Fake::Truncate, test_key()).await;
+        let client = client_for(server, &test_key(), dir.path());
+        client
+            .apply(&ZoneChange::Remove { name: "pi".into() })
+            .await
+            .expect("the signed TCP reply is accepted");
+    }
+
+    #[tokio::test]
+    async fn a_forged_success_is_not_believed() {
+        for fake in [Fake::Unsigned, Fake::OtherKey] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let server = fake_server(fake, test_key()).await;
+            let client = client_for(server, &test_key(), dir.path());
+            let err = client
+                .apply(&ZoneChange::Remove { name: "pi".into() })
+                .await
+                .expect_err("forged");
+            assert!(matches!(err, DnsError::BadReplySignature { .. }), "{err}");
+        }
     }
 }

@@ -379,8 +379,11 @@ fn a_secondary_follows_updates_by_notify_and_ixfr() {
 
 /// The throughput of the in-process client against testkit's named:
 /// `cargo test -p peach-dyndns-server --test integration dns::update_rate -- --nocapture`.
-/// The floor is far below what it reaches; it catches a client that has
-/// become serial or slow by orders of magnitude.
+/// named fsyncs its journal twice per update, so on a disk shared with
+/// builds this measures the disk as much as the client (150–1,200/s seen
+/// here; with named's directory on tmpfs, `TMPDIR=/dev/shm`, 3,000–6,000/s).
+/// The floor only catches a client that waits on timeouts or spawns a
+/// process per update (nsupdate: about 25/s).
 #[test]
 fn update_rate_of_bind_local() {
     let named = Named::start();
@@ -410,7 +413,7 @@ fn update_rate_of_bind_local() {
                 .unwrap_or_default()
         );
         assert_eq!(report.failed, 0, "{:?}", report.first_error);
-        assert!(report.per_second() > 100.0, "{report:?}");
+        assert!(report.per_second() > 40.0, "{report:?}");
     }
 }
 
