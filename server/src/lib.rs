@@ -107,16 +107,19 @@ impl State {
     /// zone, is put right).
     pub async fn reapply_registry(&self) -> Result<usize, StartError> {
         let entries = self.registry.all().map_err(StartError::Registry)?;
-        for entry in &entries {
-            let change = dns::ZoneChange::Set(update::records_of(entry));
-            self.dns
-                .apply(&change)
-                .await
-                .map_err(|e| StartError::Reapply {
-                    name: entry.name.clone(),
-                    message: e.to_string(),
-                })?;
-        }
+        let changes: Vec<dns::ZoneChange> = entries
+            .iter()
+            .map(|entry| dns::ZoneChange::Set(update::records_of(entry)))
+            .collect();
+        // One batch: the embedded backend applies it under one lock with one
+        // serial bump; the others send one change after another.
+        self.dns
+            .apply_all(&changes)
+            .await
+            .map_err(|e| StartError::Reapply {
+                names: entries.len(),
+                message: e.to_string(),
+            })?;
         Ok(entries.len())
     }
 }
@@ -139,10 +142,10 @@ pub enum StartError {
     #[error("DNS backend: {0}")]
     Dns(String),
     /// Re-applying the registry to DNS failed.
-    #[error("re-applying {name:?} to DNS failed: {message}")]
+    #[error("re-applying the registry's {names} name(s) to DNS failed: {message}")]
     Reapply {
-        /// The name.
-        name: String,
+        /// How many names were to be applied.
+        names: usize,
         /// The backend's error.
         message: String,
     },
