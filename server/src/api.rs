@@ -83,8 +83,15 @@ pub fn client_ip(
     peer: Option<SocketAddr>,
     forwarded: Option<&str>,
 ) -> Option<IpAddr> {
+    forwarded_client(&state.config.trusted_proxies, peer, forwarded)
+}
+
+fn forwarded_client(
+    trusted: &[IpAddr],
+    peer: Option<SocketAddr>,
+    forwarded: Option<&str>,
+) -> Option<IpAddr> {
     let peer = peer?.ip();
-    let trusted = &state.config.trusted_proxies;
     if !trusted.contains(&peer) {
         return Some(peer);
     }
@@ -288,6 +295,36 @@ async fn handle_rejection(r: Rejection) -> Result<Response, Infallible> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.2".parse().expect("ip");
+        let peer = |ip: &str| Some(SocketAddr::new(ip.parse().expect("ip"), 1234));
+        let xff = Some("6.6.6.6, 24.1.2.3");
+        // Not a proxy: the header is ignored.
+        assert_eq!(
+            forwarded_client(&[proxy], peer("24.9.9.9"), xff),
+            Some("24.9.9.9".parse().expect("ip"))
+        );
+        // A trusted proxy: the last hop it saw, not what the client claims.
+        assert_eq!(
+            forwarded_client(&[proxy], peer("10.0.0.2"), xff),
+            Some("24.1.2.3".parse().expect("ip"))
+        );
+        // Chained trusted proxies are skipped.
+        let chain = Some("24.1.2.3, 10.0.0.3");
+        let both: [IpAddr; 2] = [proxy, "10.0.0.3".parse().expect("ip")];
+        assert_eq!(
+            forwarded_client(&both, peer("10.0.0.2"), chain),
+            Some("24.1.2.3".parse().expect("ip"))
+        );
+        // Garbage ends what can be believed: the proxy itself.
+        assert_eq!(
+            forwarded_client(&[proxy], peer("10.0.0.2"), Some("junk")),
+            Some(proxy)
+        );
+        assert_eq!(forwarded_client(&[proxy], None, xff), None);
+    }
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_cut_off() {
