@@ -95,6 +95,13 @@ async function loadPubs() {
   }
 }
 
+// The pub's reasons for a name, in words.
+const NAME_REASONS = {
+  name_taken: "another Pi has registered it",
+  reserved_name: "the pub keeps it for itself",
+  invalid_name: "it is not a valid subdomain",
+};
+
 let checkTimer;
 function checkNameSoon() {
   clearTimeout(checkTimer);
@@ -109,7 +116,12 @@ function checkNameSoon() {
       if ($("name").value.trim() !== name) return;
       if (r.yours) say("name-msg", r.fqdn + " is already yours.", "ok");
       else if (r.available) say("name-msg", r.fqdn + " is available.", "ok");
-      else say("name-msg", (r.fqdn || name) + " is not available" + (r.reason ? ": " + r.reason : "."), "bad");
+      else {
+        // The pub answers with a wire code (name_taken); the daemon's own
+        // checks answer in words already.
+        const why = NAME_REASONS[r.reason] || r.reason;
+        say("name-msg", (r.fqdn || name) + " is not available" + (why ? ": " + why : "."), "bad");
+      }
     } catch (e) {
       say("name-msg", "Cannot check: " + e.message, "bad");
     }

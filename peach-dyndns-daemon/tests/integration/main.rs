@@ -6,5 +6,7 @@
 mod binary;
 mod bind;
 mod common;
+mod panel;
 mod sbot;
 mod server;
+mod webdriver;
