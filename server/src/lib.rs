@@ -214,12 +214,27 @@ impl Listeners {
     }
 }
 
+/// The credential name under which systemd hands the service the pub's SSB
+/// secret (`LoadCredential=ssb-secret:…` in the packaged unit).
+pub const SECRET_CREDENTIAL: &str = "ssb-secret";
+
+/// Where the pub's secret is read from: systemd's private copy
+/// (`$CREDENTIALS_DIRECTORY/ssb-secret`) when the service was given one,
+/// so the server's own user never needs to read ssb-server's files;
+/// otherwise the config's `secret`.
+pub fn secret_path(config: &Config) -> PathBuf {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|dir| Path::new(&dir).join(SECRET_CREDENTIAL))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| config.secret.clone())
+}
+
 /// Builds the state from a config: secret, registry, DNS backend, graph.
 /// Returns the embedded DNS server too when that backend is chosen.
 pub fn build_state(
     config: Config,
 ) -> Result<(State, Option<Arc<dns::embedded::EmbeddedDns>>), StartError> {
-    let keypair = load_secret(&config.secret)?;
+    let keypair = load_secret(&secret_path(&config))?;
     if let Some(dir) = config.database.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| StartError::Bind {

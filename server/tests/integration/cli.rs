@@ -182,3 +182,38 @@ fn init_writes_a_zone_bind_accepts() {
     assert_eq!(code, 1);
     assert!(err.contains("--force"), "{err}");
 }
+
+#[test]
+fn systemd_credential_is_preferred_over_the_config_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).expect("mkdir");
+    let pub_kp = Keypair::generate();
+    // The config names a secret that does not exist: only the credential
+    // can make this work.
+    write_secret(&creds, &pub_kp);
+    std::fs::rename(creds.join("secret"), creds.join("ssb-secret")).expect("rename");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "domain = \"peach.dinosaur.is\"\nsecret = \"/nonexistent/secret\"\ndatabase = \"{}\"\n\
+             [graph]\nbackend = \"allowlist\"\n",
+            dir.path().join("r.sqlite3").display()
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["--config", &cfg, "check"])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&pub_kp.id()), "{text}");
+    let (code, _, err) = run(&["--config", &cfg, "check"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/secret"), "{err}");
+}
