@@ -36,8 +36,48 @@ pub fn seal(plaintext: &[u8], recipient: &PublicKey) -> Result<Vec<u8>, SealErro
 
 /// Opens a box sealed to `recipient`'s public key.
 pub fn open(sealed: &[u8], recipient: &Keypair) -> Result<Vec<u8>, ProtocolError> {
-    let sk = crypto_box::SecretKey::from(recipient.to_x25519_secret());
-    sk.unseal(sealed).map_err(|_| ProtocolError::Undecryptable)
+    Opener::new(recipient).open(sealed)
+}
+
+/// Opens boxes sealed to one keypair. The X25519 secret and public key are
+/// derived once: deriving the public key costs a scalar multiplication
+/// (about 18 µs here), which a server would otherwise pay on every request.
+pub struct Opener {
+    secret: crypto_box::SecretKey,
+    public: crypto_box::PublicKey,
+}
+
+impl Opener {
+    /// An opener for boxes sealed to `recipient`.
+    pub fn new(recipient: &Keypair) -> Opener {
+        let secret = crypto_box::SecretKey::from(recipient.to_x25519_secret());
+        let public = secret.public_key();
+        Opener { secret, public }
+    }
+
+    /// Opens a sealed box: `ephemeral_pk ‖ XSalsa20-Poly1305(…)` with nonce
+    /// BLAKE2b-24(ephemeral_pk ‖ recipient_pk), as libsodium's
+    /// `crypto_box_seal_open`.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        use blake2::digest::consts::U24;
+        use blake2::{Blake2b, Digest as _};
+        use crypto_box::aead::Aead as _;
+        const KEY: usize = 32;
+        let Some((ephemeral, ciphertext)) = sealed.split_first_chunk::<KEY>() else {
+            return Err(ProtocolError::Undecryptable);
+        };
+        if ciphertext.is_empty() {
+            return Err(ProtocolError::Undecryptable);
+        }
+        let ephemeral = crypto_box::PublicKey::from(*ephemeral);
+        let mut hasher = Blake2b::<U24>::new();
+        hasher.update(ephemeral.as_bytes());
+        hasher.update(self.public.as_bytes());
+        let nonce = hasher.finalize();
+        crypto_box::SalsaBox::new(&ephemeral, &self.secret)
+            .decrypt(&nonce, ciphertext)
+            .map_err(|_| ProtocolError::Undecryptable)
+    }
 }
 
 /// Signs nothing: seals an already signed update into an envelope.
@@ -75,8 +115,13 @@ pub fn parse_envelope(body: &[u8]) -> Result<Vec<u8>, ProtocolError> {
 /// The checks that need configuration (domain, reserved names, addresses)
 /// come after, in the server.
 pub fn open_envelope(body: &[u8], pub_keypair: &Keypair) -> Result<VerifiedUpdate, ProtocolError> {
+    open_envelope_with(body, &Opener::new(pub_keypair))
+}
+
+/// [`open_envelope`] with an [`Opener`] made once (what a server does).
+pub fn open_envelope_with(body: &[u8], opener: &Opener) -> Result<VerifiedUpdate, ProtocolError> {
     let sealed = parse_envelope(body)?;
-    let plaintext = open(&sealed, pub_keypair)?;
+    let plaintext = opener.open(&sealed)?;
     verify_signed(&plaintext)
 }
 
@@ -93,6 +138,12 @@ mod tests {
         assert_eq!(open(&sealed, &pubkey), Ok(b"hello".to_vec()));
         let other = Keypair::generate();
         assert_eq!(open(&sealed, &other), Err(ProtocolError::Undecryptable));
+        // crypto_box's own unseal agrees with ours.
+        let sk = crypto_box::SecretKey::from(pubkey.to_x25519_secret());
+        assert_eq!(sk.unseal(&sealed).ok(), Some(b"hello".to_vec()));
+        for short in [&sealed[..0], &sealed[..31], &sealed[..32], &sealed[..47]] {
+            assert_eq!(open(short, &pubkey), Err(ProtocolError::Undecryptable));
+        }
     }
 
     #[test]

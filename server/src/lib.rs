@@ -52,6 +52,8 @@ pub struct State {
     pub config: Config,
     /// The pub's keypair: updates are sealed to it.
     pub keypair: Keypair,
+    /// Opens sealed updates with the pub's X25519 keys, derived once.
+    pub opener: peach_dyndns_protocol::seal::Opener,
     /// The name registry.
     pub registry: Registry,
     /// Where DNS changes go.
@@ -87,6 +89,7 @@ impl State {
                 rl.failures_per_ip_per_minute,
             ),
             config,
+            opener: peach_dyndns_protocol::seal::Opener::new(&keypair),
             keypair,
             registry,
             dns,

@@ -42,6 +42,9 @@ enum Cmd {
         /// named.conf snippet to write.
         #[arg(long, default_value = "/etc/bind/named.conf.peach-dyndns")]
         conf_file: PathBuf,
+        /// The server's own TSIG key (kept if it exists, unless --force).
+        #[arg(long, default_value = "/etc/bind/peach-dyndns.key")]
+        key_file: PathBuf,
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
@@ -93,6 +96,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         hostmaster,
         zone_file,
         conf_file,
+        key_file,
         force,
         skip_checks,
     }) = args.command
@@ -104,6 +108,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             hostmaster,
             zone_file,
             conf_file,
+            key_file,
             force,
             skip_checks,
         })?;

@@ -72,6 +72,9 @@ pub struct InitArgs {
     pub zone_file: Option<PathBuf>,
     /// Where the `named.conf` snippet goes.
     pub conf_file: PathBuf,
+    /// Where the server's own TSIG key goes (BIND `key` block, mode 0640,
+    /// group `bind` when that group exists).
+    pub key_file: PathBuf,
     /// Overwrite existing files.
     pub force: bool,
     /// Skip running named-checkzone/named-checkconf (not recommended).
@@ -114,16 +117,88 @@ pub fn zone_file_text(
     out
 }
 
-/// The `named.conf` snippet for the zone.
-pub fn named_conf_text(domain: &str, zone_file: &Path) -> String {
+/// The name of the TSIG key `init` makes for the server.
+pub const KEY_NAME: &str = "peach-dyndns";
+
+/// A BIND `key` block holding a fresh random HMAC-SHA256 secret (what
+/// `tsig-keygen -a hmac-sha256` prints).
+pub fn key_file_text(name: &str) -> String {
+    use base64::Engine as _;
+    use rand_core::RngCore as _;
+    // 32 bytes: the HMAC-SHA256 block-size-safe length tsig-keygen uses.
+    let mut secret = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut secret);
+    format!(
+        "key \"{name}\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{}\";\n}};\n",
+        base64::engine::general_purpose::STANDARD.encode(secret)
+    )
+}
+
+/// The `named.conf` snippet for the zone. Two keys may update it: the
+/// server's own TSIG key, and only its A and AAAA records (the `rfc2136`
+/// backend, which works for a server running as its own user), and BIND's
+/// session key (`bind-local`, `nsupdate`, what `update-policy local;`
+/// allows), which only root and `bind` can read.
+pub fn named_conf_text(domain: &str, zone_file: &Path, key_file: &Path) -> String {
     format!(
         "// {domain}: written by `peach-dyndns-server init`.\n\
          // Include it from named.conf.local: include \"<this file>\";\n\
+         include \"{}\";\n\
          zone \"{domain}\" {{\n    type primary;\n    file \"{}\";\n    \
-         // peach-dyndns-server updates the zone with BIND's session key,\n    \
-         // as `nsupdate -l` does; nothing else may.\n    update-policy local;\n}};\n",
+         update-policy {{\n        grant {KEY_NAME} zonesub A AAAA;\n        \
+         grant local-ddns zonesub ANY;\n    }};\n}};\n",
+        key_file.display(),
         zone_file.display()
     )
+}
+
+/// Makes `path` readable by group `bind` (so the server's user, a member,
+/// can read it) when that group exists; otherwise leaves it to root.
+fn give_to_bind_group(path: &Path) -> Result<(), OperatorError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let write_err = |source| OperatorError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640)).map_err(write_err)?;
+    let gid = std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|groups| {
+            groups.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                (fields.next() == Some("bind"))
+                    .then(|| fields.nth(1).and_then(|g| g.parse::<u32>().ok()))
+                    .flatten()
+            })
+        });
+    if let Some(gid) = gid {
+        // Only root may give a file away; as another user it stays ours.
+        if let Err(e) = std::os::unix::fs::chown(path, None, Some(gid)) {
+            if e.kind() != std::io::ErrorKind::PermissionDenied {
+                return Err(write_err(e));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), OperatorError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let write_err = |source| OperatorError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(write_err)?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(write_err)
 }
 
 fn write_new(path: &Path, text: &str, force: bool) -> Result<(), OperatorError> {
@@ -183,15 +258,22 @@ pub fn init(args: &InitArgs) -> Result<String, OperatorError> {
         &zone_file_text(&domain, &args.nameservers, &hostmaster, 1),
         args.force,
     )?;
+    if args.force || !args.key_file.exists() {
+        // Created private, then opened to group `bind`: never readable by
+        // others, not even for a moment.
+        write_private(&args.key_file, &key_file_text(KEY_NAME))?;
+        give_to_bind_group(&args.key_file)?;
+    }
     write_new(
         &args.conf_file,
-        &named_conf_text(&domain, &zone_file),
+        &named_conf_text(&domain, &zone_file, &args.key_file),
         args.force,
     )?;
     let mut report = format!(
-        "wrote {}\nwrote {}\n",
+        "wrote {}\nwrote {}\nkey   {}\n",
         zone_file.display(),
-        args.conf_file.display()
+        args.conf_file.display(),
+        args.key_file.display()
     );
     if !args.skip_checks {
         let zone = zone_file.to_string_lossy().to_string();
@@ -202,9 +284,12 @@ pub fn init(args: &InitArgs) -> Result<String, OperatorError> {
     }
     report += &format!(
         "\nNext: include {} from /etc/bind/named.conf.local, `systemctl reload named`,\n\
-         set `[dns] backend = \"bind-local\"` in /etc/peach-dyndns/server.toml, and\n\
-         ask the parent zone to delegate {domain} to {}.\n",
+         put this in /etc/peach-dyndns/server.toml:\n\n\
+         [dns]\nbackend = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nkey_name = \"{KEY_NAME}\"\n\
+         key_file = \"{}\"\n\n\
+         and ask the parent zone to delegate {domain} to {}.\n",
         args.conf_file.display(),
+        args.key_file.display(),
         args.nameservers.join(", ")
     );
     Ok(report)
@@ -336,9 +421,25 @@ mod tests {
         assert!(text.contains("$ORIGIN peach.dinosaur.is."));
         assert!(text.contains("@ IN SOA ns1.dinosaur.is. hostmaster.peach.dinosaur.is. ( 1 "));
         assert!(text.contains("@ IN NS ns1.dinosaur.is."));
-        let conf = named_conf_text("peach.dinosaur.is", Path::new("/var/lib/bind/db.x"));
-        assert!(conf.contains("update-policy local;"));
+        let conf = named_conf_text(
+            "peach.dinosaur.is",
+            Path::new("/var/lib/bind/db.x"),
+            Path::new("/etc/bind/k.key"),
+        );
+        assert!(conf.contains("include \"/etc/bind/k.key\";"));
+        assert!(conf.contains("grant peach-dyndns zonesub A AAAA;"));
+        assert!(conf.contains("grant local-ddns zonesub ANY;"));
         assert!(conf.contains("file \"/var/lib/bind/db.x\";"));
+        let key = key_file_text("peach-dyndns");
+        assert!(
+            key.starts_with("key \"peach-dyndns\" {\n\talgorithm hmac-sha256;"),
+            "{key}"
+        );
+        assert_ne!(
+            key,
+            key_file_text("peach-dyndns"),
+            "a fresh secret every time"
+        );
     }
 
     #[test]
@@ -350,12 +451,21 @@ mod tests {
             hostmaster: None,
             zone_file: Some(dir.path().join("db")),
             conf_file: dir.path().join("conf"),
+            key_file: dir.path().join("key"),
             force: false,
             skip_checks: true,
         };
         assert!(matches!(init(&args), Err(OperatorError::Usage(_))));
         args.domain = "peach.example.org".into();
         init(&args).expect("first init");
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&args.key_file)
+                .expect("key")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o640, "key readable by group bind only");
+        }
         assert!(matches!(init(&args), Err(OperatorError::Exists(_))));
         args.force = true;
         init(&args).expect("forced");

@@ -194,7 +194,7 @@ pub async fn handle_update(
             .check(&ip)
             .map_err(ApiError::rate_limited)?;
     }
-    let verified = match seal::open_envelope(body, &state.keypair) {
+    let verified = match seal::open_envelope_with(body, &state.opener) {
         Ok(v) => v,
         Err(e) => {
             if let Some(ip) = peer {

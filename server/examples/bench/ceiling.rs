@@ -11,8 +11,7 @@ use peach_dyndns_protocol::identity::Keypair;
 use peach_dyndns_protocol::message::{verify_signed, Op, UpdateMsg};
 use peach_dyndns_protocol::seal;
 use peach_dyndns_server::dns::{self, Rfc2136, ZoneBackend};
-use serde::Serialize;
-use testkit::Named;
+use serde::{Deserialize, Serialize};
 
 use crate::procfs;
 use crate::spec::{bench_key, bench_name, home_ip};
@@ -141,7 +140,7 @@ fn time_calls(
 }
 
 /// named's update rate from the server's RFC 2136 client.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RawBind {
     /// Concurrent update loops.
     pub tasks: usize,
@@ -159,15 +158,48 @@ pub struct RawBind {
     pub other_cores: f64,
 }
 
+impl RawBind {
+    /// One line for a person.
+    pub fn describe(&self) -> String {
+        let failed = if self.failed > 0 {
+            format!(" !!! {} FAILED: {:?}", self.failed, self.first_error)
+        } else {
+            String::new()
+        };
+        format!(
+            "raw BIND, {:>2} concurrent UPDATE loops: {:>6.0} updates/s, named CPU {:.3} ms/update, \
+             client CPU {:.3} ms/update (other processes: {:.2} cores){failed}",
+            self.tasks, self.rate, self.named_ms, self.client_ms, self.other_cores
+        )
+    }
+}
+
+/// Where named is: what [`raw_bind`] needs.
+#[derive(Debug, Clone)]
+pub struct NamedAt<'a> {
+    /// Its address.
+    pub addr: std::net::SocketAddr,
+    /// The zone.
+    pub zone: &'a str,
+    /// Its session key file.
+    pub session_key: &'a std::path::Path,
+    /// Its process.
+    pub pid: u32,
+}
+
 /// Drives named with `tasks` concurrent loops of changing updates for
 /// `duration` through the `bind-local` backend (`dns::measure_rate`).
-pub async fn raw_bind(named: &Named, tasks: usize, duration: Duration) -> anyhow::Result<RawBind> {
+pub async fn raw_bind(
+    named: &NamedAt<'_>,
+    tasks: usize,
+    duration: Duration,
+) -> anyhow::Result<RawBind> {
     let backend: Arc<dyn ZoneBackend> = Arc::new(Rfc2136::bind_local(
-        named.addr(),
-        named.zone(),
-        &named.session_key_path(),
+        named.addr,
+        named.zone,
+        named.session_key,
     )?);
-    let named_before = procfs::cpu_seconds(Some(named.pid()))?;
+    let named_before = procfs::cpu_seconds(Some(named.pid))?;
     let self_before = procfs::cpu_seconds(None)?;
     let (machine_before, _) = procfs::machine_seconds()?;
     let started = Instant::now();
@@ -175,7 +207,7 @@ pub async fn raw_bind(named: &Named, tasks: usize, duration: Duration) -> anyhow
     // The CPU figures include the clean-up (one removal per task).
     let wall = started.elapsed().as_secs_f64();
     let (machine_after, _) = procfs::machine_seconds()?;
-    let named_cpu = procfs::cpu_seconds(Some(named.pid()))? - named_before;
+    let named_cpu = procfs::cpu_seconds(Some(named.pid))? - named_before;
     let self_cpu = procfs::cpu_seconds(None)? - self_before;
     let others = machine_after - machine_before - named_cpu - self_cpu;
     let updates = report.ok + tasks as u64;

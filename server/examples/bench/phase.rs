@@ -28,6 +28,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::Command;
 use tokio::time::timeout;
 
+use crate::ceiling::{NamedAt, RawBind};
 use crate::procfs;
 use crate::spec::{
     bench_key, BackendSpec, ClientResult, ClientSpec, PhaseReport, PhaseSpec, Reapply, RunKind,
@@ -166,6 +167,7 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
             max_secs,
         };
     let mut runs = Vec::new();
+    let mut raw_around = Vec::new();
     // Every key registers its name first (not a target, but reported).
     let register = client(RunKind::Register, 1, 1, 0, spec.run_secs.max(60.0));
     runs.push(timed_run(&server, &register, named_pid, &spec.label).await?);
@@ -176,6 +178,7 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
             runs.push(timed_run(&server, &nochange, named_pid, &spec.label).await?);
         }
         if spec.change_rounds > 0 {
+            raw_around.extend(raw(spec).await?);
             let change = client(
                 RunKind::Change,
                 spec.change_rounds,
@@ -184,6 +187,7 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
                 spec.run_secs,
             );
             runs.push(timed_run(&server, &change, named_pid, &spec.label).await?);
+            raw_around.extend(raw(spec).await?);
         }
         if spec.ip_rounds > 0 {
             let ip = client(RunKind::Ip, spec.ip_rounds, 0, 0, spec.run_secs);
@@ -236,7 +240,34 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
         rss_idle_kb,
         runs,
         reapply,
+        raw_around,
     })
+}
+
+/// named's raw rate from this process, with the server idle (bind-local
+/// phases that ask for it).
+async fn raw(spec: &PhaseSpec) -> anyhow::Result<Option<RawBind>> {
+    let BackendSpec::BindLocal {
+        server,
+        session_key,
+        named_pid,
+    } = &spec.backend
+    else {
+        return Ok(None);
+    };
+    if spec.raw_bind_tasks == 0 {
+        return Ok(None);
+    }
+    let at = NamedAt {
+        addr: *server,
+        zone: &spec.domain,
+        session_key,
+        pid: *named_pid,
+    };
+    let time = Duration::from_secs_f64(spec.raw_bind_secs);
+    let raw = crate::ceiling::raw_bind(&at, spec.raw_bind_tasks, time).await?;
+    eprintln!("  [{}] {}", spec.label, raw.describe());
+    Ok(Some(raw))
 }
 
 /// Times what a restart does first: every registered name written to DNS

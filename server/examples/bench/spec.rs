@@ -182,6 +182,12 @@ pub struct PhaseSpec {
     pub change_rounds: u32,
     /// Rounds built for the `GET /ip` run (0: no such run).
     pub ip_rounds: u32,
+    /// bind-local: measure named's raw rate with this many loops right
+    /// before and right after the change run (0: not), so the comparison
+    /// sees the same load on the machine.
+    pub raw_bind_tasks: usize,
+    /// Length of each of those raw runs.
+    pub raw_bind_secs: f64,
     /// Memory phase: registered names to reach, one change run at each
     /// (empty: a throughput phase).
     pub memory_levels: Vec<u32>,
@@ -265,6 +271,9 @@ pub struct PhaseReport {
     pub runs: Vec<RunReport>,
     /// Memory phase: what a restart's re-apply of the full registry costs.
     pub reapply: Option<Reapply>,
+    /// bind-local: named's raw rate right before and right after the
+    /// change run.
+    pub raw_around: Vec<crate::ceiling::RawBind>,
 }
 
 /// `State::reapply_registry` (what `run` does at start) on a full registry.

@@ -152,8 +152,11 @@ fn init_writes_a_zone_bind_accepts() {
     let dir = tempfile::tempdir().expect("tmp");
     let zone = dir.path().join("db.peach.dinosaur.is");
     let conf = dir.path().join("named.conf.peach");
+    let key = dir.path().join("peach-dyndns.key");
     let (code, out, err) = run(&[
         "init",
+        "--key-file",
+        &key.display().to_string(),
         "--domain",
         "peach.dinosaur.is",
         "--ns",
@@ -168,8 +171,20 @@ fn init_writes_a_zone_bind_accepts() {
         out.contains("named-checkconf: OK") && out.contains("loaded serial 1"),
         "{out}"
     );
+    assert!(out.contains("backend = \"rfc2136\""), "{out}");
+    // The key is one the rfc2136 backend reads.
+    let cfg = format!(
+        "domain = \"peach.dinosaur.is\"\n[dns]\nbackend = \"rfc2136\"\nserver = \"127.0.0.1:53\"\n\
+         key_name = \"peach-dyndns\"\nkey_file = \"{}\"\n",
+        key.display()
+    );
+    let config =
+        peach_dyndns_server::config::Config::from_str(&cfg, Path::new("t.toml")).expect("config");
+    peach_dyndns_server::dns::build(&config.dns, &config.domain).expect("rfc2136 reads the key");
     let (code, _, err) = run(&[
         "init",
+        "--key-file",
+        &key.display().to_string(),
         "--domain",
         "peach.dinosaur.is",
         "--ns",
