@@ -29,9 +29,31 @@ pub enum SecretError {
     },
 }
 
+/// The credential name under which systemd hands the daemon the Pi's SSB
+/// secret (`LoadCredential=ssb-secret:…` in the packaged unit): sbot's
+/// own user owns the secret, and the daemon runs as another user.
+pub const SECRET_CREDENTIAL: &str = "ssb-secret";
+
+/// Reads the Pi's SSB secret: systemd's private copy
+/// (`$CREDENTIALS_DIRECTORY/ssb-secret`) when the service was given one,
+/// else the file at `path`.
+pub fn load_secret(path: &Path) -> Result<Keypair, SecretError> {
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    load_secret_from(path, credentials.as_deref())
+}
+
+/// [`load_secret`] with the credentials directory given (testable without
+/// touching the process environment).
+pub fn load_secret_from(path: &Path, credentials: Option<&Path>) -> Result<Keypair, SecretError> {
+    match credentials.map(|dir| dir.join(SECRET_CREDENTIAL)) {
+        Some(credential) if credential.is_file() => read_secret(&credential),
+        _ => read_secret(path),
+    }
+}
+
 /// Reads an SSB secret file (ssb-server's `# …` form or go-sbot's plain
 /// JSON) after checking that its mode gives group and others nothing.
-pub fn load_secret(path: &Path) -> Result<Keypair, SecretError> {
+fn read_secret(path: &Path) -> Result<Keypair, SecretError> {
     let read_err = |source| SecretError::Read {
         path: path.to_path_buf(),
         source,
@@ -49,6 +71,25 @@ pub fn load_secret(path: &Path) -> Result<Keypair, SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_systemd_credential_wins_over_the_configured_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).expect("mkdir");
+        let (cred, cred_kp) = write_secret(&creds, 0o400);
+        std::fs::rename(&cred, creds.join(SECRET_CREDENTIAL)).expect("rename");
+        let missing = dir.path().join("nope");
+        let got = load_secret_from(&missing, Some(&creds)).expect("credential");
+        assert_eq!(got.id(), cred_kp.id());
+        // Without a credential the configured path is used (and named).
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).expect("mkdir");
+        let err = load_secret_from(&missing, Some(&empty))
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
 
     fn write_secret(dir: &Path, mode: u32) -> (PathBuf, Keypair) {
         let kp = Keypair::generate();
