@@ -247,13 +247,7 @@ impl Daemon {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "JSON-RPC and panel listening");
             }
-            let routes = web::routes(self.shared.clone());
-            tokio::spawn(
-                warp::serve(routes)
-                    .incoming(listener)
-                    .graceful(stopped())
-                    .run(),
-            )
+            tokio::spawn(web::serve(self.shared.clone(), listener, stopped()))
         });
         let led = led::open(&self.shared.config().led);
         let led_task = tokio::spawn(led::drive(led, self.shared.subscribe(), stopped()));

@@ -57,12 +57,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr at `RUST_LOG`'s levels (`info` when unset, empty or not
+/// understood). `RUST_LOG` is read as `Targets` (`level`,
+/// `target=level`, comma-separated): the same syntax as `EnvFilter` minus
+/// span and field filters, and without the regex engine those need, which
+/// is code the binary no longer carries nor keeps resident (about 0.1 MiB,
+/// docs/benchmarks-daemon.md). Colours only on a terminal: under systemd
+/// stderr is the journal, which would store the escape codes.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|text| !text.trim().is_empty())
+        .and_then(|text| text.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
         .init();
 }
 

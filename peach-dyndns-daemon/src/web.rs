@@ -8,12 +8,21 @@
 //! rebinding), an `Origin`, when present, must be one of those too, and an
 //! RPC must be `Content-Type: application/json` (so a cross-site form
 //! cannot post one). No CORS headers are ever sent.
+//!
+//! [`serve`] runs the routes on the listener over HTTP/1.1.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
 use warp::http::{header, StatusCode};
-use warp::hyper::body::Bytes;
 use warp::{Filter, Rejection, Reply};
 
 use crate::daemon::Shared;
@@ -242,6 +251,61 @@ async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible> {
         (StatusCode::BAD_REQUEST, "bad request")
     };
     Ok(warp::reply::with_status(message, status).into_response())
+}
+
+/// After an accept error other than a failed connection (e.g. out of file
+/// descriptors), how long to wait before accepting again, so the loop does
+/// not spin (warp's own server waits the same).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Serves [`routes`] on `listener` over HTTP/1.1 until `shutdown`
+/// resolves; then closes the listener and waits for the open connections
+/// to finish the request they are in (the caller bounds that wait).
+///
+/// This is `warp::serve(..).incoming(..).graceful(..)` without HTTP/2:
+/// warp's server uses hyper-util's "auto" connection, which also speaks
+/// HTTP/2, and its code (h2 and the auto glue, about 220 KiB) would be
+/// resident in every daemon. Nothing that talks to this listener uses
+/// HTTP/2: peach-web's JSON-RPC client and the panel's browser speak plain
+/// `http://`, where browsers never use HTTP/2. See
+/// `docs/benchmarks-daemon.md`.
+pub async fn serve(shared: Arc<Shared>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let service = TowerToHyperService::new(warp::service(routes(shared)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    if !is_connection_error(&e) {
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service.clone());
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Errors of one incoming connection (the next accept may well work).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
 }
 
 #[cfg(test)]
