@@ -33,6 +33,12 @@
 //! they would be over an hour. `utime + stime` comes in clock ticks (10 ms);
 //! `schedstat` (nanoseconds of CPU, living threads) is printed beside it.
 //!
+//! Resident memory here is mostly the daemon's code, mapped from its file
+//! in 64 KiB windows around every page it touches (the kernel's
+//! fault-around), so it depends a little on how that file sits in the page
+//! cache: `--cold` starts the daemon as after a reboot. See
+//! `docs/benchmarks-daemon.md`.
+//!
 //! Exit code: 0 all targets met, 2 a target missed, 1 the run failed.
 
 use std::fmt::Write as _;
@@ -87,6 +93,10 @@ struct Args {
     /// Checks inadyn makes (driven by SIGUSR2); 0 skips inadyn.
     #[arg(long, default_value_t = 1_000)]
     inadyn_checks: u64,
+    /// Milliseconds between inadyn's checks (0: the next as soon as one is
+    /// done). Set it to --interval-ms to compare both at the same pace.
+    #[arg(long, default_value_t = 0)]
+    inadyn_pace_ms: u64,
     /// Build the server with the release profile (slower to build; the
     /// daemon's numbers do not depend on it).
     #[arg(long)]
@@ -98,6 +108,11 @@ struct Args {
     /// compare builds; implies nothing about building the server).
     #[arg(long, value_name = "PATH")]
     daemon: Option<PathBuf>,
+    /// Drop the daemon binary's pages from the page cache first (`dd
+    /// iflag=nocache`), so it starts as after a reboot: its code then comes
+    /// in through readahead, and its RSS varies more from run to run.
+    #[arg(long)]
+    cold: bool,
 }
 
 fn main() -> ExitCode {
@@ -246,6 +261,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         args.checks as f64 / 3600.0,
         args.checks as f64 * 60.0 / 86_400.0,
     );
+    if args.cold {
+        let dropped = Command::new("dd")
+            .arg(format!("if={}", daemon_bin.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .context("cannot run dd")?;
+        if !dropped.success() {
+            bail!(
+                "dd could not drop {} from the page cache",
+                daemon_bin.display()
+            );
+        }
+        println!("cold start: the daemon's binary was dropped from the page cache");
+    }
     let mut daemon = Proc::spawn(
         "daemon",
         Command::new(&daemon_bin)
@@ -310,18 +339,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 
     // inadyn against the same server.
     let inadyn = if args.inadyn_checks > 0 {
-        Some(
-            run_inadyn(
-                &client,
-                &metrics,
-                dir,
-                &base,
-                &pub_id,
-                http_port,
-                args.inadyn_checks,
-            )
-            .await?,
-        )
+        Some(run_inadyn(&client, &metrics, dir, &base, &pub_id, http_port, &args).await?)
     } else {
         None
     };
@@ -339,7 +357,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
     let i = inadyn.as_ref().map(|(version, samples)| {
         println!();
-        println!("{version} (period = {INADYN_PERIOD_SECS}, checks driven by SIGUSR2)");
+        println!(
+            "{version} (period = {INADYN_PERIOD_SECS}, checks driven by SIGUSR2, {} ms apart)",
+            args.inadyn_pace_ms
+        );
         print_samples(samples);
         let s = Summary::of(samples);
         s.print();
@@ -730,8 +751,10 @@ async fn run_inadyn(
     base: &str,
     pub_id: &str,
     http_port: u16,
-    checks: u64,
+    args: &Args,
 ) -> anyhow::Result<(String, Vec<(String, Sample)>)> {
+    let checks = args.inadyn_checks;
+    let pace = Duration::from_millis(args.inadyn_pace_ms);
     let version = Command::new("inadyn")
         .arg("--version")
         .output()
@@ -822,6 +845,7 @@ async fn run_inadyn(
             let before = metrics.count("ip", "ok").await?;
             signal(inadyn.pid, "USR2")?;
             let start = Instant::now();
+            let next = start + pace;
             loop {
                 inadyn.check_alive()?;
                 if metrics.count("ip", "ok").await? > before {
@@ -839,6 +863,7 @@ async fn run_inadyn(
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             done = metrics.count("ip", "ok").await?.saturating_sub(offset);
+            tokio::time::sleep_until(next.into()).await;
         }
         let mut s = sample(metrics, inadyn.pid, "ip").await?;
         s.checks -= offset;

@@ -27,7 +27,8 @@
 //! - [`led`]: the status LED behind [`led::StatusLed`] and its patterns.
 //! - [`rpc`]: the JSON-RPC methods and error codes.
 //! - [`web`]: the warp routes: Host/Origin guard, `POST /rpc`, the panel
-//!   (`panel/` holds its HTML, CSS and JS, embedded at build time).
+//!   (`panel/` holds its HTML, CSS and JS, embedded at build time), and
+//!   `serve`, which runs them over HTTP/1.1.
 //! - [`daemon`]: the wiring: [`Daemon`] (`run`), [`once`], the real
 //!   services, and the [`daemon::Shared`] handle.
 //! - `main.rs`: command line, logging, runtime, signals.

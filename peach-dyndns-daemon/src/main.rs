@@ -6,47 +6,143 @@
 //!   how it went (see `OnceOutcome::exit_code`).
 //! - `peach-dyndns-daemon status`: asks the running daemon and prints it.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
 use peach_dyndns_daemon::config::{self, Config, DEFAULT_CONFIG_PATH};
 use peach_dyndns_daemon::daemon::{once, real_services, Daemon, OnceOutcome};
 use peach_dyndns_daemon::status::{render, unix_ms, Status};
 
-/// Keeps a PeachCloud Pi's name pointed at its public address, with trust
-/// from Secure Scuttlebutt.
-#[derive(Debug, Parser)]
-#[command(version, about)]
+/// `--help`. The command line is parsed by hand ([`parse_args`]): four
+/// options and two commands did not need clap, whose code (about 0.1 MiB)
+/// is resident in every daemon (docs/benchmarks-daemon.md).
+const HELP: &str = concat!(
+    env!("CARGO_PKG_DESCRIPTION"),
+    "
+
+Usage: peach-dyndns-daemon [OPTIONS] [COMMAND]
+
+Commands:
+  run     Run the daemon (the default). SIGTERM or SIGINT stop it within a
+          second, SIGHUP reloads the config
+  status  Ask the running daemon for its status and print it. Exit codes as
+          for --once; 1 if the daemon does not answer
+
+Options:
+  -c, --config <PATH>  The config file [default: /etc/peach-dyndns/daemon.toml]
+      --once           Check and update once, then exit. Exit codes: 0 online,
+                       1 error before checking (config, secret), 2 not
+                       configured or disabled, 3 failed (retry later),
+                       4 refused (change the config), 5 accepted but the
+                       pub's DNS does not show it yet
+  -h, --help           Print help
+  -V, --version        Print version
+"
+);
+
+/// The one-line reminder printed with a command-line error.
+const USAGE: &str = "Usage: peach-dyndns-daemon [-c PATH] [--once] [run | status]";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
 struct Args {
     /// The config file.
-    #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG_PATH, global = true)]
     config: PathBuf,
-    /// Check and update once, then exit. Exit codes: 0 online, 1 error
-    /// before checking (config, secret), 2 not configured or disabled,
-    /// 3 failed (retry later), 4 refused (change the config), 5 accepted
-    /// but the pub's DNS does not show it yet.
-    #[arg(long)]
+    /// Check and update once, then exit.
     once: bool,
-    /// What to do (default: run).
-    #[command(subcommand)]
-    command: Option<Command>,
+    /// What to do.
+    command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Command {
     /// Run the daemon (the default).
     Run,
-    /// Ask the running daemon for its status and print it. Exit codes as
-    /// for --once; 1 if the daemon does not answer.
+    /// Ask the running daemon for its status and print it.
     Status,
 }
 
+/// A parsed command line: run, or just print something.
+#[derive(Debug, PartialEq, Eq)]
+enum Invocation {
+    /// Do what [`Args`] says.
+    Run(Args),
+    /// Print [`HELP`].
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// Parses the arguments after the program name. Options and the command
+/// come in any order; `--config PATH`, `--config=PATH` and `-c PATH` are
+/// the same. Paths need not be UTF-8.
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, String> {
+    let mut config = None;
+    let mut once = false;
+    let mut command = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        match text.as_ref() {
+            "-h" | "--help" | "help" => return Ok(Invocation::Help),
+            "-V" | "--version" => return Ok(Invocation::Version),
+            "--once" => once = true,
+            "-c" | "--config" => {
+                let path = args
+                    .next()
+                    .ok_or_else(|| format!("`{text}` needs a PATH"))?;
+                config = Some(PathBuf::from(path));
+            }
+            "run" | "status" => {
+                if command.is_some() {
+                    return Err(format!(
+                        "unexpected argument `{text}`: one command at a time"
+                    ));
+                }
+                command = Some(if text == "run" {
+                    Command::Run
+                } else {
+                    Command::Status
+                });
+            }
+            other => match other.strip_prefix("--config=") {
+                Some(path) if !path.is_empty() => config = Some(PathBuf::from(path)),
+                _ => return Err(format!("unexpected argument `{other}`")),
+            },
+        }
+    }
+    let command = command.unwrap_or(Command::Run);
+    if once && command == Command::Status {
+        return Err("`--once` goes with `run`, not `status`".into());
+    }
+    Ok(Invocation::Run(Args {
+        config: config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH)),
+        once,
+        command,
+    }))
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Invocation::Run(args)) => args,
+        Ok(Invocation::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Version) => {
+            println!("peach-dyndns-daemon {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // 2, as for any command-line error (clap's and most tools').
+            eprintln!("peach-dyndns-daemon: {e}\n{USAGE}\nFor more, try --help.");
+            return ExitCode::from(2);
+        }
+    };
     init_logging();
     match real_main(args) {
         Ok(code) => code,
@@ -90,8 +186,8 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     match args.command {
-        Some(Command::Status) => runtime.block_on(status(&args.config)),
-        Some(Command::Run) | None => {
+        Command::Status => runtime.block_on(status(&args.config)),
+        Command::Run => {
             let config = config::load(&args.config)?;
             if args.once {
                 let services = real_services(&config).context("cannot set up HTTP")?;
@@ -176,4 +272,73 @@ async fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(
         u8::try_from(OnceOutcome::exit_code(&status)).unwrap_or(1),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Invocation, String> {
+        parse_args(args.iter().map(OsString::from))
+    }
+
+    fn run(config: &str, once: bool, command: Command) -> Result<Invocation, String> {
+        Ok(Invocation::Run(Args {
+            config: PathBuf::from(config),
+            once,
+            command,
+        }))
+    }
+
+    /// Every form the unit file, the scripts, the tests and the man page
+    /// use.
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(parse(&[]), run(DEFAULT_CONFIG_PATH, false, Command::Run));
+        assert_eq!(
+            parse(&["run", "--config", "/etc/x.toml"]),
+            run("/etc/x.toml", false, Command::Run)
+        );
+        assert_eq!(
+            parse(&["--config", "/x.toml", "status"]),
+            run("/x.toml", false, Command::Status)
+        );
+        assert_eq!(
+            parse(&["status", "-c", "/x.toml"]),
+            run("/x.toml", false, Command::Status)
+        );
+        assert_eq!(
+            parse(&["--once", "--config=/x.toml"]),
+            run("/x.toml", true, Command::Run)
+        );
+        assert_eq!(
+            parse(&["--config", "/x.toml", "--once"]),
+            run("/x.toml", true, Command::Run)
+        );
+        assert_eq!(parse(&["--version"]), Ok(Invocation::Version));
+        assert_eq!(parse(&["-V"]), Ok(Invocation::Version));
+        assert_eq!(parse(&["status", "--help"]), Ok(Invocation::Help));
+        assert_eq!(parse(&["help"]), Ok(Invocation::Help));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_know() {
+        for args in [
+            &["--bogus"][..],
+            &["--config"],
+            &["--config="],
+            &["run", "status"],
+            &["status", "--once"],
+            &["runn"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn help_names_every_option_and_command() {
+        for word in ["--config", "--once", "--help", "--version", "run", "status"] {
+            assert!(HELP.contains(word), "{word}");
+        }
+    }
 }
