@@ -187,18 +187,23 @@ impl Sbot {
     /// `friends.isFollowing`: whether `source` follows `dest` in the
     /// server's view of the social graph (within its hops).
     pub async fn is_following(&self, source: &str, dest: &str) -> Result<bool, SbotError> {
-        let method = "friends.isFollowing";
-        let answer = self
-            .call(method, json!([{ "source": source, "dest": dest }]))
-            .await?;
-        answer
-            .as_bool()
-            .ok_or_else(|| self.decode_error(method, "expected true or false", &answer))
+        self.friends_relation("friends.isFollowing", source, dest)
+            .await
     }
 
     /// `friends.isBlocking`: whether `source` blocks `dest`.
     pub async fn is_blocking(&self, source: &str, dest: &str) -> Result<bool, SbotError> {
-        let method = "friends.isBlocking";
+        self.friends_relation("friends.isBlocking", source, dest)
+            .await
+    }
+
+    /// A `friends.*` call on `{source, dest}` that answers true or false.
+    async fn friends_relation(
+        &self,
+        method: &str,
+        source: &str,
+        dest: &str,
+    ) -> Result<bool, SbotError> {
         let answer = self
             .call(method, json!([{ "source": source, "dest": dest }]))
             .await?;

@@ -183,13 +183,19 @@ fn give_to_bind_group(path: &Path) -> Result<(), OperatorError> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), OperatorError> {
+    let _ = std::fs::remove_file(path);
+    create_private(path, text)
+}
+
+/// Creates `path` with mode 0600 (never over an existing file), writes
+/// `text` and syncs it.
+fn create_private(path: &Path, text: &str) -> Result<(), OperatorError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let write_err = |source| OperatorError::Write {
         path: path.to_owned(),
         source,
     };
-    let _ = std::fs::remove_file(path);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -331,22 +337,8 @@ pub async fn announce(state: &State) -> Result<String, OperatorError> {
 /// `keygen`: writes a fresh SSB identity to `out` with mode 0600 (never
 /// over an existing file) and returns its id.
 pub fn keygen(out: &Path) -> Result<String, OperatorError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let keypair = peach_dyndns_protocol::identity::Keypair::generate();
-    let write_err = |source| OperatorError::Write {
-        path: out.to_owned(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .map_err(write_err)?;
-    file.write_all(keypair.to_secret_file().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(write_err)?;
+    create_private(out, &keypair.to_secret_file())?;
     Ok(keypair.id())
 }
 
