@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use peach_dyndns_daemon::pubapi::{HttpPubApi, PubApi as _};
+use peach_dyndns_protocol::identity::PublicKey;
 use peach_dyndns_protocol::message::{Op, UpdateMsg};
 use peach_dyndns_protocol::rules::token_hash;
 use peach_dyndns_protocol::seal::seal_update;
@@ -764,20 +765,23 @@ async fn run_inadyn(
     // A signed update registers the name with the token's hash: the only
     // way the server hands out a dyndns2 password.
     let keypair = peach_dyndns_daemon::secret::load_secret(&dir.join("inadyn.secret"))?;
+    let pub_key: PublicKey = pub_id.parse()?;
     let msg = UpdateMsg {
         op: Op::Update,
         name: INADYN_NAME.into(),
         domain: DOMAIN.into(),
         ip: Some(INADYN_FIRST_IP),
         ip6: None,
+        pub_id: pub_key.clone(),
         public_key: keypair.public(),
         seq: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
             .try_into()?,
         token_sha256: Some(token_hash(INADYN_TOKEN)),
+        txt: None,
     };
-    let envelope = seal_update(&msg.sign(&keypair), &pub_id.parse()?)
+    let envelope = seal_update(&msg.sign(&keypair), &pub_key)
         .map_err(|e| anyhow::anyhow!("cannot seal: {e}"))?;
     let url = reqwest::Url::parse(&format!("{base}/update"))?;
     HttpPubApi::new(client.clone())

@@ -528,9 +528,11 @@ impl Updater {
                 domain: target.domain.clone(),
                 ip: addrs.ip,
                 ip6: addrs.ip6,
+                pub_id: target.pub_id.clone(),
                 public_key: keypair.public(),
                 seq,
                 token_sha256: None,
+                txt: None,
             };
             let envelope = seal_update(&msg.sign(keypair), &target.pub_id).map_err(|e| {
                 UpdateError::BadAnswer {

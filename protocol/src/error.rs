@@ -30,6 +30,14 @@ pub enum ErrorCode {
     InvalidIp,
     /// The message is for another pub's zone.
     WrongDomain,
+    /// The message is for another pub (its `pub` is not this server's id).
+    WrongPub,
+    /// `seq` is more than a day ahead of `max(last_seq, server time)`.
+    InvalidSeq,
+    /// An `acme_set` value is not 43 characters of base64url.
+    InvalidTxt,
+    /// An ACME op for a name this key does not hold.
+    NotRegistered,
     /// The key already owns as many names as the server allows.
     TooManyNames,
     /// Too many requests; retry after the `Retry-After` header.
@@ -38,11 +46,13 @@ pub enum ErrorCode {
     DnsUnavailable,
     /// The social graph could not be asked; nothing was changed.
     GraphUnavailable,
+    /// A fault of the server itself (its database); nothing was changed.
+    Internal,
 }
 
 impl ErrorCode {
     /// All codes, in the order of the design's table.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Malformed,
         ErrorCode::Undecryptable,
         ErrorCode::BadSignature,
@@ -55,10 +65,15 @@ impl ErrorCode {
         ErrorCode::ReservedName,
         ErrorCode::InvalidIp,
         ErrorCode::WrongDomain,
+        ErrorCode::WrongPub,
+        ErrorCode::InvalidSeq,
+        ErrorCode::InvalidTxt,
+        ErrorCode::NotRegistered,
         ErrorCode::TooManyNames,
         ErrorCode::RateLimited,
         ErrorCode::DnsUnavailable,
         ErrorCode::GraphUnavailable,
+        ErrorCode::Internal,
     ];
 
     /// The code as it appears in the JSON `error` field.
@@ -76,10 +91,15 @@ impl ErrorCode {
             ErrorCode::ReservedName => "reserved_name",
             ErrorCode::InvalidIp => "invalid_ip",
             ErrorCode::WrongDomain => "wrong_domain",
+            ErrorCode::WrongPub => "wrong_pub",
+            ErrorCode::InvalidSeq => "invalid_seq",
+            ErrorCode::InvalidTxt => "invalid_txt",
+            ErrorCode::NotRegistered => "not_registered",
             ErrorCode::TooManyNames => "too_many_names",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::DnsUnavailable => "dns_unavailable",
             ErrorCode::GraphUnavailable => "graph_unavailable",
+            ErrorCode::Internal => "internal",
         }
     }
 
@@ -100,19 +120,27 @@ impl ErrorCode {
             | ErrorCode::ReservedName
             | ErrorCode::InvalidIp
             | ErrorCode::WrongDomain
+            | ErrorCode::WrongPub
+            | ErrorCode::InvalidSeq
+            | ErrorCode::InvalidTxt
+            | ErrorCode::NotRegistered
             | ErrorCode::TooManyNames => 422,
             ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
             ErrorCode::DnsUnavailable | ErrorCode::GraphUnavailable => 503,
         }
     }
 
     /// Whether a client may succeed by sending the same thing again later
-    /// (rate limits and unavailable backends). Every other error needs a
+    /// (rate limits, unavailable backends, a server fault). Every other error needs a
     /// change of config, key or name first, so a daemon stops retrying.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::RateLimited | ErrorCode::DnsUnavailable | ErrorCode::GraphUnavailable
+            ErrorCode::RateLimited
+                | ErrorCode::DnsUnavailable
+                | ErrorCode::GraphUnavailable
+                | ErrorCode::Internal
         )
     }
 }
@@ -182,6 +210,32 @@ pub enum ProtocolError {
         /// The message's `domain`.
         got: String,
     },
+    /// The message is for another pub.
+    #[error("this pub is {expected}, the message is for {got}")]
+    WrongPub {
+        /// This server's id.
+        expected: String,
+        /// The message's `pub`.
+        got: String,
+    },
+    /// `seq` is too far ahead.
+    #[error("seq {seq} is more than a day ahead: the most this pub accepts now is {max_seq}")]
+    InvalidSeq {
+        /// The message's `seq`.
+        seq: u64,
+        /// The last `seq` accepted from the key, if any.
+        last_seq: Option<u64>,
+        /// The largest `seq` accepted now.
+        max_seq: u64,
+    },
+    /// An ACME TXT value is not acceptable.
+    #[error("`txt` value {index}: {reason}")]
+    InvalidTxt {
+        /// Which value (0-based).
+        index: usize,
+        /// Why not.
+        reason: &'static str,
+    },
 }
 
 impl ProtocolError {
@@ -196,6 +250,9 @@ impl ProtocolError {
             ProtocolError::ReservedName { .. } => ErrorCode::ReservedName,
             ProtocolError::InvalidIp { .. } => ErrorCode::InvalidIp,
             ProtocolError::WrongDomain { .. } => ErrorCode::WrongDomain,
+            ProtocolError::WrongPub { .. } => ErrorCode::WrongPub,
+            ProtocolError::InvalidSeq { .. } => ErrorCode::InvalidSeq,
+            ProtocolError::InvalidTxt { .. } => ErrorCode::InvalidTxt,
         }
     }
 
@@ -205,18 +262,49 @@ impl ProtocolError {
 }
 
 /// The JSON body of every error answer: `{"ok":false,"error":…,"message":…}`,
-/// plus `last_seq` on `stale_seq`.
+/// plus `last_seq` on `stale_seq` and `invalid_seq`, and `max_seq` on
+/// `invalid_seq`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorBody {
     /// Always `false`.
     pub ok: bool,
-    /// The wire code.
-    pub error: String,
+    /// The wire code; a code this version does not know reads as
+    /// [`ErrorCode::Internal`], so a client never acts on a guess.
+    #[serde(with = "wire_code")]
+    pub error: ErrorCode,
     /// For a person.
     pub message: String,
-    /// The last accepted `seq`, with `stale_seq`.
+    /// The last accepted `seq`, with `stale_seq` and `invalid_seq`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_seq: Option<u64>,
+    /// The largest `seq` the pub accepts now, with `invalid_seq`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_seq: Option<u64>,
+}
+
+/// `ErrorCode` as its wire string in serde.
+mod wire_code {
+    use super::ErrorCode;
+
+    pub(super) fn serialize<S: serde::Serializer>(
+        code: &ErrorCode,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(code.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<ErrorCode, D::Error> {
+        let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+        Ok(ErrorCode::from_wire(&text).unwrap_or(ErrorCode::Internal))
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl ErrorBody {
@@ -224,9 +312,10 @@ impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
         ErrorBody {
             ok: false,
-            error: code.as_str().to_string(),
+            error: code,
             message: message.into(),
             last_seq: None,
+            max_seq: None,
         }
     }
 }

@@ -13,13 +13,29 @@ use crate::identity::{Keypair, PublicKey};
 use crate::{rules, ProtocolError, SIGNING_PREFIX};
 
 /// What the message asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Set the name's records to the given addresses.
     Update,
     /// Delete the records and give the name up.
     Release,
+    /// Set the name's ACME DNS-01 challenge TXT records (`txt`).
+    AcmeSet,
+    /// Remove the name's ACME challenge TXT records.
+    AcmeClear,
+}
+
+impl Op {
+    /// The op as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Update => "update",
+            Op::Release => "release",
+            Op::AcmeSet => "acme_set",
+            Op::AcmeClear => "acme_clear",
+        }
+    }
 }
 
 /// The signed part of an update (`msg`).
@@ -30,8 +46,12 @@ pub struct UpdateMsg {
     pub op: Op,
     /// One DNS label inside `domain`.
     pub name: String,
-    /// The pub's zone; binds the message to one pub.
+    /// The pub's zone.
     pub domain: String,
+    /// The id of the pub the message is for: binds it to one pub, so a
+    /// message sealed to one pub can never be replayed at another.
+    #[serde(rename = "pub")]
+    pub pub_id: PublicKey,
     /// The IPv4 address for the A record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Ipv4Addr>,
@@ -42,21 +62,27 @@ pub struct UpdateMsg {
     pub public_key: PublicKey,
     /// Strictly increasing per key; the replay protection.
     pub seq: u64,
-    /// Hex SHA-256 of a dyndns2 token, registered with this update.
+    /// Hex SHA-256 of a dyndns2 token, registered with this update (only
+    /// with `update`); `""` withdraws the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_sha256: Option<String>,
+    /// The ACME DNS-01 values (only with `acme_set`): 1 or 2 strings of 43
+    /// base64url characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txt: Option<Vec<String>>,
 }
 
 impl UpdateMsg {
     /// The message as a JSON value (absent optional fields omitted).
     pub fn to_value(&self) -> Value {
-        // Serialising these plain fields cannot fail.
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        serde_json::to_value(self)
+            .expect("invariant: strings, integers and addresses always serialise to JSON")
     }
 
     /// The canonical bytes of the message.
     pub fn canonical(&self) -> Vec<u8> {
-        canonical_bytes(&self.to_value()).unwrap_or_default()
+        canonical_bytes(&self.to_value())
+            .expect("invariant: a serialised UpdateMsg holds no floats, so it has canonical bytes")
     }
 
     /// Signs the message with `keypair`. The caller sets `public_key` to the
@@ -71,17 +97,48 @@ impl UpdateMsg {
         }
     }
 
-    /// The field rules that need no server configuration: a valid label,
-    /// at least one address with `update`, a well-formed token hash.
+    /// The field rules that need no server configuration: each op carries
+    /// its own fields and no others (addresses and `token_sha256` only on
+    /// `update`, `txt` only on `acme_set`), then a valid label, at least
+    /// one address with `update`, a well-formed token hash, valid `txt`
+    /// values.
     pub fn check_shape(&self) -> Result<(), ProtocolError> {
-        rules::check_label(&self.name)?;
+        let present = [
+            ("ip", self.ip.is_some()),
+            ("ip6", self.ip6.is_some()),
+            ("token_sha256", self.token_sha256.is_some()),
+            ("txt", self.txt.is_some()),
+        ];
+        let allowed: &[&str] = match self.op {
+            Op::Update => &["ip", "ip6", "token_sha256"],
+            Op::AcmeSet => &["txt"],
+            Op::Release | Op::AcmeClear => &[],
+        };
+        if let Some((field, _)) = present
+            .iter()
+            .find(|(field, there)| *there && !allowed.contains(field))
+        {
+            return Err(ProtocolError::malformed(format!(
+                "`{field}` does not belong to op {:?}",
+                self.op.as_str()
+            )));
+        }
         if self.op == Op::Update && self.ip.is_none() && self.ip6.is_none() {
             return Err(ProtocolError::malformed(
                 "an update needs at least one of `ip` and `ip6`",
             ));
         }
+        if self.op == Op::AcmeSet && self.txt.is_none() {
+            return Err(ProtocolError::malformed("`acme_set` needs `txt`"));
+        }
+        rules::check_label(&self.name)?;
         if let Some(token) = &self.token_sha256 {
-            rules::check_token_hash(token)?;
+            if !token.is_empty() {
+                rules::check_token_hash(token)?;
+            }
+        }
+        if let Some(txt) = &self.txt {
+            rules::check_txt(txt)?;
         }
         Ok(())
     }
@@ -108,7 +165,7 @@ pub struct SignedUpdate {
 impl SignedUpdate {
     /// UTF-8 JSON, `{"msg":…,"signature":…}`.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        serde_json::to_vec(self).expect("invariant: a JSON value and a string always serialise")
     }
 }
 
@@ -167,7 +224,7 @@ pub fn verify_signed(json: &[u8]) -> Result<VerifiedUpdate, ProtocolError> {
     Ok(VerifiedUpdate { msg })
 }
 
-fn parse_signature(text: &str) -> Result<Signature, ProtocolError> {
+pub(crate) fn parse_signature(text: &str) -> Result<Signature, ProtocolError> {
     let b64 = text
         .strip_suffix(".sig.ed25519")
         .ok_or_else(|| ProtocolError::malformed("`signature` does not end in .sig.ed25519"))?;
@@ -193,9 +250,11 @@ mod tests {
             domain: "peach.dinosaur.is".into(),
             ip: Some(Ipv4Addr::new(24, 12, 12, 12)),
             ip6: None,
+            pub_id: Keypair::from_seed(&[9; 32]).public(),
             public_key: kp.public(),
             seq: 7,
             token_sha256: None,
+            txt: None,
         }
     }
 
@@ -251,6 +310,48 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::Malformed);
         msg.op = Op::Release;
         assert!(verify_signed(&msg.sign(&kp).to_json()).is_ok());
+    }
+
+    #[test]
+    fn each_op_carries_only_its_own_fields() {
+        let kp = Keypair::generate();
+        let txt = vec!["LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0".to_string()];
+        let code = |msg: &UpdateMsg| {
+            verify_signed(&msg.sign(&kp).to_json())
+                .err()
+                .map(|e| e.code())
+        };
+        let mut msg = sample(&kp);
+        msg.txt = Some(txt.clone());
+        assert_eq!(code(&msg), Some(ErrorCode::Malformed), "txt on update");
+        for op in [Op::Release, Op::AcmeClear, Op::AcmeSet] {
+            let mut msg = sample(&kp);
+            msg.op = op;
+            msg.txt = (op == Op::AcmeSet).then(|| txt.clone());
+            assert_eq!(code(&msg), Some(ErrorCode::Malformed), "ip on {op:?}");
+            msg.ip = None;
+            assert_eq!(code(&msg), None, "{op:?} with its own fields");
+            msg.token_sha256 = Some(String::new());
+            assert_eq!(code(&msg), Some(ErrorCode::Malformed), "token on {op:?}");
+        }
+        let mut msg = sample(&kp);
+        msg.op = Op::AcmeSet;
+        msg.ip = None;
+        assert_eq!(
+            code(&msg),
+            Some(ErrorCode::Malformed),
+            "acme_set without txt"
+        );
+        msg.txt = Some(vec!["short".into()]);
+        assert_eq!(code(&msg), Some(ErrorCode::InvalidTxt));
+        msg.txt = Some(vec![txt[0].clone(); 3]);
+        assert_eq!(code(&msg), Some(ErrorCode::InvalidTxt));
+        // An empty token withdraws the token: it is well formed.
+        let mut msg = sample(&kp);
+        msg.token_sha256 = Some(String::new());
+        assert_eq!(code(&msg), None);
+        msg.token_sha256 = Some("ABC".into());
+        assert_eq!(code(&msg), Some(ErrorCode::Malformed));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use sha2::{Digest, Sha256};
 
+use crate::identity::PublicKey;
 use crate::ProtocolError;
 
 /// Labels every server refuses, besides the ones it is configured with:
@@ -65,6 +66,83 @@ pub fn check_domain(got: &str, expected: &str) -> Result<(), ProtocolError> {
             expected: normalize_domain(expected),
             got: got.chars().take(255).collect(),
         });
+    }
+    Ok(())
+}
+
+/// Checks that a message is for this pub: its `pub` is the server's own id.
+pub fn check_pub(got: &PublicKey, expected: &PublicKey) -> Result<(), ProtocolError> {
+    if got != expected {
+        return Err(ProtocolError::WrongPub {
+            expected: expected.to_string(),
+            got: got.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// How far ahead of `max(last_seq, now)` a `seq` may be: one day, in ms.
+pub const SEQ_AHEAD_MS: u64 = 86_400_000;
+
+/// The largest `seq` a server accepts now: `max(last_seq, now_ms)` plus
+/// one day. Saturates instead of overflowing.
+pub fn max_seq(last_seq: Option<u64>, now_ms: u64) -> u64 {
+    last_seq
+        .unwrap_or(0)
+        .max(now_ms)
+        .saturating_add(SEQ_AHEAD_MS)
+}
+
+/// Refuses a `seq` more than a day ahead (`invalid_seq`), so one message
+/// can never freeze a key at `2^64 - 1`. Staleness (`seq <= last_seq`) is
+/// the server's check, under the key's lock.
+pub fn check_seq_bound(seq: u64, last_seq: Option<u64>, now_ms: u64) -> Result<(), ProtocolError> {
+    let max = max_seq(last_seq, now_ms);
+    if seq > max {
+        return Err(ProtocolError::InvalidSeq {
+            seq,
+            last_seq,
+            max_seq: max,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a client may believe a `last_seq` a pub told it: only within
+/// the same one-day bound of the client's own clock. A larger one is a
+/// hostile or broken pub trying to push the key's `seq` out of reach.
+pub fn believable_last_seq(last_seq: u64, now_ms: u64) -> bool {
+    last_seq <= now_ms.saturating_add(SEQ_AHEAD_MS)
+}
+
+/// Length of one ACME DNS-01 value: base64url of a SHA-256, unpadded.
+pub const TXT_LEN: usize = 43;
+
+/// Checks the `txt` of `acme_set`: 1 or 2 values, each exactly 43
+/// characters of base64url (`A–Z a–z 0–9 - _`).
+pub fn check_txt(values: &[String]) -> Result<(), ProtocolError> {
+    if values.is_empty() || values.len() > 2 {
+        return Err(ProtocolError::InvalidTxt {
+            index: values.len().min(2),
+            reason: "`txt` holds 1 or 2 values",
+        });
+    }
+    for (index, value) in values.iter().enumerate() {
+        if value.len() != TXT_LEN {
+            return Err(ProtocolError::InvalidTxt {
+                index,
+                reason: "not 43 characters",
+            });
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ProtocolError::InvalidTxt {
+                index,
+                reason: "not base64url (A-Z a-z 0-9 - _)",
+            });
+        }
     }
     Ok(())
 }
@@ -242,6 +320,59 @@ pub fn check_token_hash(hash: &str) -> Result<(), ProtocolError> {
 mod tests {
     use super::*;
     use crate::ErrorCode;
+
+    #[test]
+    fn seq_bound() {
+        let now = 1_764_000_000_000;
+        assert_eq!(max_seq(None, now), now + SEQ_AHEAD_MS);
+        assert_eq!(max_seq(Some(now + 5), now), now + 5 + SEQ_AHEAD_MS);
+        assert_eq!(max_seq(Some(u64::MAX - 1), now), u64::MAX);
+        assert!(check_seq_bound(now + SEQ_AHEAD_MS, None, now).is_ok());
+        let err = check_seq_bound(u64::MAX, Some(3), now).expect_err("far ahead");
+        assert_eq!(err.code(), ErrorCode::InvalidSeq);
+        assert_eq!(
+            err,
+            ProtocolError::InvalidSeq {
+                seq: u64::MAX,
+                last_seq: Some(3),
+                max_seq: now + SEQ_AHEAD_MS
+            }
+        );
+        assert!(believable_last_seq(now + SEQ_AHEAD_MS, now));
+        assert!(!believable_last_seq(now + SEQ_AHEAD_MS + 1, now));
+        assert!(!believable_last_seq(u64::MAX - 1, now));
+        assert!(believable_last_seq(u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn txt_values() {
+        let good = "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU".to_string();
+        assert!(check_txt(std::slice::from_ref(&good)).is_ok());
+        assert!(check_txt(&[good.clone(), good.clone()]).is_ok());
+        let bad_char = good.replacen('-', "+", 1);
+        for bad in [
+            vec![],
+            vec![good.clone(); 3],
+            vec![good[..42].to_string()],
+            vec![format!("{good}A")],
+            vec![bad_char],
+            vec![good.clone(), "=".repeat(43)],
+        ] {
+            let err = check_txt(&bad).expect_err("bad txt");
+            assert_eq!(err.code(), ErrorCode::InvalidTxt, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pub_binding() {
+        let a = crate::identity::Keypair::from_seed(&[1; 32]).public();
+        let b = crate::identity::Keypair::from_seed(&[2; 32]).public();
+        assert!(check_pub(&a, &a).is_ok());
+        assert_eq!(
+            check_pub(&a, &b).map_err(|e| e.code()),
+            Err(ErrorCode::WrongPub)
+        );
+    }
 
     #[test]
     fn labels() {

@@ -12,11 +12,11 @@ use crate::identity::{Keypair, PublicKey};
 use crate::message::{verify_signed, SignedUpdate, VerifiedUpdate};
 use crate::{ProtocolError, MAX_BODY_BYTES, PROTOCOL_VERSION};
 
-/// The body of `POST /update`: `{"v":1,"sealed":"<base64>"}`.
+/// The body of `POST /update`: `{"v":2,"sealed":"<base64>"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
-    /// Protocol version, 1.
+    /// Protocol version, 2.
     pub v: u64,
     /// Base64 of the sealed box.
     pub sealed: String,
@@ -100,6 +100,12 @@ pub fn parse_envelope(body: &[u8]) -> Result<Vec<u8>, ProtocolError> {
     }
     let envelope: Envelope = serde_json::from_slice(body)
         .map_err(|e| ProtocolError::malformed(format!("envelope: {e}")))?;
+    if envelope.v == 1 {
+        return Err(ProtocolError::malformed(
+            "protocol v1 is no longer accepted (it did not bind an update to one pub): \
+             update peach-dyndns-daemon to a version that speaks v2",
+        ));
+    }
     if envelope.v != PROTOCOL_VERSION {
         return Err(ProtocolError::malformed(format!(
             "unknown protocol version v={} (this server speaks v={PROTOCOL_VERSION})",
@@ -148,11 +154,12 @@ mod tests {
 
     #[test]
     fn envelope_errors() {
-        let cases: [(&[u8], ErrorCode); 5] = [
-            (br#"{"v":2,"sealed":"AAAA"}"#, ErrorCode::Malformed),
-            (br#"{"v":1,"sealed":"***"}"#, ErrorCode::Malformed),
-            (br#"{"v":1}"#, ErrorCode::Malformed),
-            (br#"{"v":1,"sealed":"AAAA","x":1}"#, ErrorCode::Malformed),
+        let cases: [(&[u8], ErrorCode); 6] = [
+            (br#"{"v":1,"sealed":"AAAA"}"#, ErrorCode::Malformed),
+            (br#"{"v":3,"sealed":"AAAA"}"#, ErrorCode::Malformed),
+            (br#"{"v":2,"sealed":"***"}"#, ErrorCode::Malformed),
+            (br#"{"v":2}"#, ErrorCode::Malformed),
+            (br#"{"v":2,"sealed":"AAAA","x":1}"#, ErrorCode::Malformed),
             (&[b' '; MAX_BODY_BYTES + 1], ErrorCode::TooLarge),
         ];
         for (body, code) in cases {
@@ -160,7 +167,12 @@ mod tests {
             assert_eq!(err.code(), code, "{err}");
         }
         let kp = Keypair::generate();
-        let err = open_envelope(br#"{"v":1,"sealed":"AAAA"}"#, &kp).expect_err("short box");
+        let err = parse_envelope(br#"{"v":1,"sealed":"AAAA"}"#).expect_err("v1");
+        assert!(
+            err.to_string().contains("v1 is no longer accepted"),
+            "{err}"
+        );
+        let err = open_envelope(br#"{"v":2,"sealed":"AAAA"}"#, &kp).expect_err("short box");
         assert_eq!(err.code(), ErrorCode::Undecryptable);
     }
 }

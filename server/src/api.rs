@@ -34,11 +34,14 @@ fn json_reply(status: u16, value: &serde_json::Value) -> Response {
 /// The JSON error reply of the design: `{"ok":false,"error","message"}`,
 /// `last_seq` with `stale_seq`, `Retry-After` on 429 and 503.
 pub fn error_reply(e: &ApiError) -> Response {
-    let mut body = json!({"ok": false, "error": e.error, "message": e.message});
+    let mut body = json!({"ok": false, "error": e.code.as_str(), "message": e.message});
     if let Some(last) = e.last_seq {
         body["last_seq"] = json!(last);
     }
-    let mut resp = json_reply(e.status, &body);
+    if let Some(max) = e.max_seq {
+        body["max_seq"] = json!(max);
+    }
+    let mut resp = json_reply(e.status(), &body);
     if let Some(secs) = e.retry_after {
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -86,12 +89,35 @@ pub fn client_ip(
     forwarded_client(&state.config.trusted_proxies, peer, forwarded)
 }
 
+/// An IPv4-mapped IPv6 address (`::ffff:24.1.2.3`, what a dual-stack
+/// socket reports for an IPv4 peer) as the IPv4 address it is.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// Every `X-Forwarded-For` line of a request, joined in order with `,`
+/// (a proxy may add its own line instead of extending the first). A line
+/// that is not text becomes an empty hop, which ends what is believed.
+fn forwarded_for() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    warp::header::headers_cloned().map(|headers: warp::http::HeaderMap| {
+        let lines: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap_or(""))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(","))
+    })
+}
+
 fn forwarded_client(
     trusted: &[IpAddr],
     peer: Option<SocketAddr>,
     forwarded: Option<&str>,
 ) -> Option<IpAddr> {
-    let peer = peer?.ip();
+    let peer = canonical_ip(peer?.ip());
     if !trusted.contains(&peer) {
         return Some(peer);
     }
@@ -100,7 +126,7 @@ fn forwarded_client(
     };
     let mut chosen = peer;
     for hop in forwarded.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
+        match hop.trim().parse::<IpAddr>().map(canonical_ip) {
             Ok(ip) => {
                 chosen = ip;
                 if !trusted.contains(&ip) {
@@ -116,13 +142,13 @@ fn forwarded_client(
 
 /// Every route of the server.
 pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let forwarded = warp::header::optional::<String>("x-forwarded-for");
+    let forwarded = forwarded_for();
 
     let update = warp::path!("update")
         .and(warp::post())
         .and(with_state(state.clone()))
         .and(warp::addr::remote())
-        .and(forwarded)
+        .and(forwarded.clone())
         .and(warp::body::stream())
         .then(
             |state: Arc<State>, peer, fwd: Option<String>, body| async move {
@@ -143,10 +169,14 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
                 match result {
                     Ok(ok) => {
                         state.metrics.count("update", "ok");
-                        json_reply(200, &serde_json::to_value(&ok).unwrap_or_default())
+                        json_reply(
+                            200,
+                            &serde_json::to_value(&ok)
+                                .expect("invariant: an UpdateOk always serialises"),
+                        )
                     }
                     Err(e) => {
-                        state.metrics.count("update", e.error);
+                        state.metrics.count("update", e.code.as_str());
                         error_reply(&e)
                     }
                 }
@@ -157,19 +187,22 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
         .and(warp::get())
         .and(with_state(state.clone()))
         .and(warp::addr::remote())
-        .and(forwarded)
+        .and(forwarded.clone())
         .and(warp::header::optional::<String>("accept"))
+        .and(warp::query::<HashMap<String, String>>())
         .map(
-            |state: Arc<State>, peer, fwd: Option<String>, accept: Option<String>| {
-                state.metrics.count("ip", "ok");
-                let ip = client_ip(&state, peer, fwd.as_deref())
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_default();
-                if accept.is_some_and(|a| a.contains("application/json")) {
-                    json_reply(200, &json!({"ip": ip}))
-                } else {
-                    reply(200, "text/plain; charset=utf-8", format!("{ip}\n"))
-                }
+            |state: Arc<State>,
+             peer,
+             fwd: Option<String>,
+             accept: Option<String>,
+             query: HashMap<String, String>| {
+                let json = accept.is_some_and(|a| a.contains("application/json"));
+                ip_answer(
+                    &state,
+                    client_ip(&state, peer, fwd.as_deref()),
+                    json,
+                    &query,
+                )
             },
         );
 
@@ -249,6 +282,45 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
         .unify()
 }
 
+/// `GET /ip`: the caller's address as plain text, as `{"ip":…}` with
+/// `Accept: application/json`, and with `?nonce=<32 hex>` as the pub's
+/// signed statement (protocol v2), which a daemon can verify.
+fn ip_answer(
+    state: &State,
+    ip: Option<IpAddr>,
+    json: bool,
+    query: &HashMap<String, String>,
+) -> Response {
+    let Some(ip) = ip else {
+        state.metrics.count("ip", "internal");
+        return error_reply(&ApiError::internal("the caller's address is unknown"));
+    };
+    match query.get("nonce") {
+        Some(nonce) => match peach_dyndns_protocol::ip_answer::sign(ip, nonce, &state.keypair) {
+            Ok(answer) => {
+                state.metrics.count("ip", "signed");
+                json_reply(
+                    200,
+                    &serde_json::to_value(answer)
+                        .expect("invariant: an IpAnswer always serialises"),
+                )
+            }
+            Err(e) => {
+                state.metrics.count("ip", "malformed");
+                error_reply(&e.into())
+            }
+        },
+        None if json => {
+            state.metrics.count("ip", "ok");
+            json_reply(200, &json!({"ip": ip.to_string()}))
+        }
+        None => {
+            state.metrics.count("ip", "ok");
+            reply(200, "text/plain; charset=utf-8", format!("{ip}\n"))
+        }
+    }
+}
+
 fn name_availability(state: &State, label: &str) -> Response {
     let fqdn = format!("{label}.{}", state.config.domain);
     if let Err(e) = rules::check_name(label, &state.config.reserved) {
@@ -259,10 +331,12 @@ fn name_availability(state: &State, label: &str) -> Response {
         );
     }
     match state.registry.get(label) {
-        Ok(Some(entry)) => json_reply(
+        // Availability only: who holds a name is not said, since it would
+        // link an SSB identity to a home address.
+        Ok(Some(_)) => json_reply(
             200,
             &json!({"name": label, "fqdn": fqdn, "available": false, "reason": "name_taken",
-                    "owner": entry.owner, "message": format!("{fqdn} is registered")}),
+                    "message": format!("{fqdn} is registered")}),
         ),
         Ok(None) => json_reply(
             200,
@@ -324,6 +398,41 @@ mod tests {
             Some(proxy)
         );
         assert_eq!(forwarded_client(&[proxy], None, xff), None);
+        // IPv4-mapped peers and hops are IPv4.
+        let mapped = Some(SocketAddr::new("::ffff:24.9.9.9".parse().expect("ip"), 1));
+        assert_eq!(
+            forwarded_client(&[proxy], mapped, None),
+            Some("24.9.9.9".parse().expect("ip"))
+        );
+        let mapped_proxy = Some(SocketAddr::new("::ffff:10.0.0.2".parse().expect("ip"), 1));
+        assert_eq!(
+            forwarded_client(&[proxy], mapped_proxy, Some("::ffff:24.1.2.3")),
+            Some("24.1.2.3".parse().expect("ip"))
+        );
+    }
+
+    #[tokio::test]
+    async fn every_forwarded_for_line_is_read_from_the_right() {
+        let filter = forwarded_for();
+        let got = warp::test::request()
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-forwarded-for", "24.1.2.3, 10.0.0.3")
+            .filter(&filter)
+            .await
+            .expect("filter");
+        assert_eq!(got.as_deref(), Some("6.6.6.6,24.1.2.3, 10.0.0.3"));
+        let trusted: [IpAddr; 2] = [
+            "10.0.0.2".parse().expect("ip"),
+            "10.0.0.3".parse().expect("ip"),
+        ];
+        let peer = Some(SocketAddr::new("10.0.0.2".parse().expect("ip"), 1));
+        // The client's own claim (first line) is not believed.
+        assert_eq!(
+            forwarded_client(&trusted, peer, got.as_deref()),
+            Some("24.1.2.3".parse().expect("ip"))
+        );
+        let none = warp::test::request().filter(&filter).await.expect("filter");
+        assert_eq!(none, None);
     }
 
     #[tokio::test]

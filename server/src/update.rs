@@ -44,17 +44,17 @@ pub struct UpdateOk {
     pub seq: u64,
 }
 
-/// A refused request: status, wire code and a message for a person.
+/// A refused request: wire code and a message for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: u16,
-    /// The wire code (`stale_seq`, …; `internal` for a server fault).
-    pub error: &'static str,
+    /// The wire code; the HTTP status follows from it.
+    pub code: ErrorCode,
     /// For a person.
     pub message: String,
-    /// With `stale_seq`.
+    /// With `stale_seq` and `invalid_seq`.
     pub last_seq: Option<u64>,
+    /// With `invalid_seq`: the largest `seq` accepted now.
+    pub max_seq: Option<u64>,
     /// Seconds, for `Retry-After` on 429 and 503.
     pub retry_after: Option<u64>,
 }
@@ -67,12 +67,17 @@ impl ApiError {
             _ => None,
         };
         ApiError {
-            status: code.http_status(),
-            error: code.as_str(),
+            code,
             message: message.into(),
             last_seq: None,
+            max_seq: None,
             retry_after,
         }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        self.code.http_status()
     }
 
     /// `rate_limited` with the wait rounded up to whole seconds.
@@ -88,24 +93,23 @@ impl ApiError {
 
     /// A fault of the server itself (its database); 500 `internal`.
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: 500,
-            error: "internal",
-            message: message.into(),
-            last_seq: None,
-            retry_after: Some(30),
-        }
-    }
-
-    /// The wire code, if it is one of the protocol's.
-    pub fn code(&self) -> Option<ErrorCode> {
-        ErrorCode::from_wire(self.error)
+        let mut e = ApiError::new(ErrorCode::Internal, message);
+        e.retry_after = Some(30);
+        e
     }
 }
 
 impl From<ProtocolError> for ApiError {
     fn from(e: ProtocolError) -> ApiError {
-        ApiError::new(e.code(), e.to_string())
+        let mut api = ApiError::new(e.code(), e.to_string());
+        if let ProtocolError::InvalidSeq {
+            last_seq, max_seq, ..
+        } = e
+        {
+            api.last_seq = last_seq;
+            api.max_seq = Some(max_seq);
+        }
+        api
     }
 }
 
@@ -169,6 +173,8 @@ fn stale(last: u64, seq: u64) -> ApiError {
     e
 }
 
+/// `seq` above the key's last (`stale_seq`) and at most a day ahead of
+/// `max(last, now)` (`invalid_seq`).
 fn check_seq(state: &State, key: &str, seq: u64) -> Result<(), ApiError> {
     let last = state
         .registry
@@ -176,7 +182,7 @@ fn check_seq(state: &State, key: &str, seq: u64) -> Result<(), ApiError> {
         .map_err(|e| ApiError::internal(e.to_string()))?;
     match last {
         Some(last) if seq <= last => Err(stale(last, seq)),
-        _ => Ok(()),
+        _ => Ok(rules::check_seq_bound(seq, last, now_ms())?),
     }
 }
 
@@ -204,6 +210,7 @@ pub async fn handle_update(
         }
     };
     let msg = verified.msg;
+    rules::check_pub(&msg.pub_id, &state.keypair.public())?;
     rules::check_domain(&msg.domain, &state.config.domain)?;
     rules::check_name(&msg.name, &state.config.reserved)?;
     if msg.op == Op::Update {
@@ -272,6 +279,9 @@ pub async fn handle_update(
     match msg.op {
         Op::Update => apply_update(state, &msg, key, existing).await,
         Op::Release => apply_release(state, &msg, key, existing).await,
+        Op::AcmeSet | Op::AcmeClear => Err(ApiError::internal(
+            "this server does not serve ACME challenges yet",
+        )),
     }
 }
 

@@ -30,11 +30,21 @@ fn any_msg() -> impl Strategy<Value = (UpdateMsg, [u8; 32])> {
                 op: if release { Op::Release } else { Op::Update },
                 name,
                 domain: "peach.dinosaur.is".into(),
-                ip: ip.map(Ipv4Addr::from),
-                ip6: ip6.map(Ipv6Addr::from),
+                ip: if release {
+                    None
+                } else {
+                    ip.map(Ipv4Addr::from)
+                },
+                ip6: if release {
+                    None
+                } else {
+                    ip6.map(Ipv6Addr::from)
+                },
+                pub_id: Keypair::from_seed(&[8; 32]).public(),
                 public_key: kp.public(),
                 seq,
-                token_sha256: token,
+                token_sha256: if release { None } else { token },
+                txt: None,
             };
             (msg, seed)
         })

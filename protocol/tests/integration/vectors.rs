@@ -5,7 +5,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use peach_dyndns_protocol::identity::{parse_secret_file, Keypair, PublicKey};
 use peach_dyndns_protocol::message::{signing_bytes, verify_signed, Op, UpdateMsg};
-use peach_dyndns_protocol::{canonical, seal, ErrorCode};
+use peach_dyndns_protocol::{canonical, ip_answer, rules, seal, ErrorCode};
 use serde_json::Value;
 
 fn vectors() -> Value {
@@ -66,11 +66,51 @@ fn canonical_bytes_and_signing_bytes_are_exact() {
         s(&v, "canonical_msg")
     );
     assert_eq!(B64.encode(signing_bytes(&canon)), s(&v, "signed_bytes_b64"));
-    let release = canonical::canonical_bytes(&v["release_msg"]).expect("canonical");
+    for (msg, expected) in [
+        ("release_msg", "release_canonical"),
+        ("acme_set_msg", "acme_set_canonical"),
+        ("acme_clear_msg", "acme_clear_canonical"),
+        ("ip_answer", "ip_answer_canonical"),
+    ] {
+        let mut value = v[msg].clone();
+        if let Some(map) = value.as_object_mut() {
+            // The /ip statement is signed without its signature.
+            map.remove("signature");
+        }
+        let canon = canonical::canonical_bytes(&value).expect("canonical");
+        assert_eq!(
+            String::from_utf8(canon).expect("utf8"),
+            s(&v, expected),
+            "{msg}"
+        );
+    }
+    let ip = &v["ip_answer"];
     assert_eq!(
-        String::from_utf8(release).expect("utf8"),
-        s(&v, "release_canonical")
+        B64.encode(ip_answer::signing_bytes(
+            s(ip, "ip"),
+            s(ip, "nonce"),
+            s(ip, "pub")
+        )),
+        s(&v, "ip_answer_signed_bytes_b64")
     );
+}
+
+#[test]
+fn every_op_parses_into_its_type_and_round_trips() {
+    let v = vectors();
+    let pub_id: PublicKey = s(&v, "pub_id").parse().expect("pub id");
+    for (key, op) in [
+        ("msg", Op::Update),
+        ("release_msg", Op::Release),
+        ("acme_set_msg", Op::AcmeSet),
+        ("acme_clear_msg", Op::AcmeClear),
+    ] {
+        let msg: UpdateMsg = serde_json::from_value(v[key].clone()).expect("parses");
+        assert_eq!(msg.op, op);
+        assert_eq!(msg.pub_id, pub_id);
+        msg.check_shape().expect("the vector is well formed");
+        assert_eq!(msg.to_value(), v[key], "{key} round-trips");
+    }
 }
 
 #[test]
@@ -81,9 +121,90 @@ fn signatures_are_reproduced_exactly() {
     let msg: UpdateMsg = serde_json::from_value(v["msg"].clone()).expect("msg parses");
     assert_eq!(msg.op, Op::Update);
     assert_eq!(msg.sign(&kp).signature, s(&v, "signature"));
-    let release: UpdateMsg = serde_json::from_value(v["release_msg"].clone()).expect("release");
-    assert_eq!(release.op, Op::Release);
-    assert_eq!(release.sign(&kp).signature, s(&v, "release_signature"));
+    for (msg, sig) in [
+        ("release_msg", "release_signature"),
+        ("acme_set_msg", "acme_set_signature"),
+        ("acme_clear_msg", "acme_clear_signature"),
+    ] {
+        let msg: UpdateMsg = serde_json::from_value(v[msg].clone()).expect("msg");
+        let signed = msg.sign(&kp);
+        assert_eq!(signed.signature, s(&v, sig));
+        assert_eq!(verify_signed(&signed.to_json()).map(|x| x.msg), Ok(msg));
+    }
+    // The pub's /ip statement, signed by the pub's key.
+    let ip = &v["ip_answer"];
+    let answer = ip_answer::sign(
+        s(ip, "ip").parse().expect("ip"),
+        s(ip, "nonce"),
+        &pub_keypair(),
+    )
+    .expect("signs");
+    assert_eq!(answer.signature, s(ip, "signature"));
+}
+
+#[test]
+fn the_signed_ip_answer_verifies_and_its_bad_cases_do_not() {
+    let v = vectors();
+    let pub_id: PublicKey = s(&v, "pub_id").parse().expect("pub id");
+    let ip = &v["ip_answer"];
+    let nonce = s(ip, "nonce");
+    let body = serde_json::to_vec(ip).expect("json");
+    assert_eq!(
+        ip_answer::verify(&body, &pub_id, nonce),
+        Ok(s(ip, "ip").parse().expect("ip"))
+    );
+    for bad in ["ip_answer_other_nonce", "ip_answer_forged_ip"] {
+        let body = serde_json::to_vec(&v["bad"][bad]["answer"]).expect("json");
+        // Against the nonce the Pi sent, and against the nonce the answer
+        // claims: neither verifies.
+        let claimed = s(&v["bad"][bad]["answer"], "nonce");
+        assert!(ip_answer::verify(&body, &pub_id, nonce).is_err(), "{bad}");
+        assert_eq!(
+            ip_answer::verify(&body, &pub_id, claimed).map_err(|e| e.code()),
+            Err(ErrorCode::BadSignature),
+            "{bad}"
+        );
+    }
+    // Verified against another pub than the one that signed: refused.
+    let other = Keypair::from_seed(&[5; 32]).public();
+    assert_eq!(
+        ip_answer::verify(&body, &other, nonce).map_err(|e| e.code()),
+        Err(ErrorCode::WrongPub)
+    );
+}
+
+#[test]
+fn a_message_for_another_pub_opens_and_verifies_but_names_that_pub() {
+    // The attack v2 closes: a hostile pub re-seals a Pi's signed message to
+    // the real pub. The seal opens and the signature verifies; the `pub`
+    // field is what the server refuses it by.
+    let v = vectors();
+    let case = &v["bad"]["wrong_pub"];
+    assert_eq!(case["error"], "wrong_pub");
+    let pubkp = pub_keypair();
+    let sealed = B64.decode(s(case, "sealed_b64")).expect("b64");
+    let opened = seal::open(&sealed, &pubkp).expect("opens");
+    assert_eq!(
+        String::from_utf8(opened.clone()).expect("utf8"),
+        s(case, "signed_json")
+    );
+    let verified = verify_signed(&opened).expect("the signature is the client's");
+    let err = rules::check_pub(&verified.msg.pub_id, &pubkp.public()).expect_err("wrong pub");
+    assert_eq!(err.code(), ErrorCode::WrongPub);
+}
+
+#[test]
+fn a_v1_envelope_is_malformed_and_says_why() {
+    let v = vectors();
+    let case = &v["bad"]["v1_envelope"];
+    assert_eq!(case["error"], "malformed");
+    let body = serde_json::to_vec(&case["envelope"]).expect("json");
+    let err = seal::open_envelope(&body, &pub_keypair()).expect_err("v1");
+    assert_eq!(err.code(), ErrorCode::Malformed);
+    assert!(
+        err.to_string().contains("v1 is no longer accepted"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -123,7 +244,7 @@ fn signed_json_in_its_arrival_order_verifies() {
 fn bad_signature_of_another_message_is_refused() {
     let v = vectors();
     let mut signed: Value = serde_json::from_str(s(&v, "signed_json")).expect("json");
-    signed["signature"] = v["bad"]["signature_of_other_msg"].clone();
+    signed["signature"] = v["bad"]["signature_of_other_msg"]["signature"].clone();
     let err = verify_signed(&serde_json::to_vec(&signed).expect("json")).expect_err("bad sig");
     assert_eq!(err.code(), ErrorCode::BadSignature);
 }
@@ -132,7 +253,7 @@ fn bad_signature_of_another_message_is_refused() {
 fn box_sealed_to_another_key_is_undecryptable() {
     let v = vectors();
     let sealed = B64
-        .decode(s(&v["bad"], "sealed_to_wrong_key_b64"))
+        .decode(s(&v["bad"]["sealed_to_wrong_key_b64"], "sealed_b64"))
         .expect("b64");
     let err = seal::open(&sealed, &pub_keypair()).expect_err("wrong key");
     assert_eq!(err.code(), ErrorCode::Undecryptable);
@@ -159,10 +280,44 @@ fn every_bad_case_is_refused() {
                 signed["signature"] = Value::String(sig.clone());
                 verify_signed(&serde_json::to_vec(&signed).expect("json")).is_err()
             }
-            other => {
-                let body = serde_json::to_vec(other).expect("json");
-                seal::open_envelope(&body, &pubkp).is_err() && verify_signed(&body).is_err()
+            Value::Object(obj) => {
+                let expected = obj.get("error").and_then(Value::as_str);
+                let got = if let Some(sealed) = obj.get("sealed_b64").and_then(Value::as_str) {
+                    let bytes = B64.decode(sealed).expect("b64");
+                    seal::open(&bytes, &pubkp)
+                        .and_then(|pt| verify_signed(&pt))
+                        .and_then(|vu| rules::check_pub(&vu.msg.pub_id, &pubkp.public()))
+                        .map_err(|e| e.code())
+                } else if let Some(sealed) = obj.get("sealed_to_wrong_key_b64") {
+                    let bytes = B64.decode(sealed.as_str().expect("str")).expect("b64");
+                    seal::open(&bytes, &pubkp).map(drop).map_err(|e| e.code())
+                } else if let Some(envelope) = obj.get("envelope") {
+                    let body = serde_json::to_vec(envelope).expect("json");
+                    seal::open_envelope(&body, &pubkp)
+                        .map(drop)
+                        .map_err(|e| e.code())
+                } else if let Some(answer) = obj.get("answer") {
+                    let body = serde_json::to_vec(answer).expect("json");
+                    let nonce = s(&v["ip_answer"], "nonce");
+                    ip_answer::verify(&body, &pubkp.public(), nonce)
+                        .map(drop)
+                        .map_err(|e| e.code())
+                } else if let Some(Value::String(sig)) = obj.get("signature") {
+                    let mut signed: Value =
+                        serde_json::from_str(s(&v, "signed_json")).expect("json");
+                    signed["signature"] = Value::String(sig.clone());
+                    verify_signed(&serde_json::to_vec(&signed).expect("json"))
+                        .map(drop)
+                        .map_err(|e| e.code())
+                } else {
+                    panic!("bad vector {name} has a shape this test does not know")
+                };
+                if let (Some(want), Err(code)) = (expected, got) {
+                    assert_eq!(code.as_str(), want, "bad vector {name}");
+                }
+                got.is_err()
             }
+            other => panic!("bad vector {name} has a shape this test does not know: {other}"),
         };
         assert!(refused, "bad vector {name} was accepted");
     }

@@ -61,9 +61,11 @@ pub fn crypto(samples: u32, min_time: Duration) -> anyhow::Result<Crypto> {
             domain: "peach.dinosaur.is".into(),
             ip: Some(home_ip(i)),
             ip6: None,
+            pub_id: pub_kp.public(),
             public_key: kp.public(),
             seq: u64::from(i) + 1,
             token_sha256: None,
+            txt: None,
         };
         let envelope = seal::seal_update(&msg.sign(kp), &pub_kp.public())?;
         bodies.push(serde_json::to_vec(&envelope)?);

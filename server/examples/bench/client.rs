@@ -120,9 +120,11 @@ fn build_requests(spec: &ClientSpec) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
                     domain: spec.domain.clone(),
                     ip: Some(ip),
                     ip6: None,
+                    pub_id: pub_key.clone(),
                     public_key: kp.public(),
                     seq: spec.seq_base + u64::from(r),
                     token_sha256: None,
+                    txt: None,
                 };
                 let envelope = seal::seal_update(&msg.sign(kp), &pub_key)?;
                 let body = serde_json::to_vec(&envelope)?;

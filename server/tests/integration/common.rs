@@ -89,14 +89,28 @@ pub fn update(kp: &Keypair, name: &str, ip: Ipv4Addr, seq: u64) -> UpdateMsg {
         domain: DOMAIN.into(),
         ip: Some(ip),
         ip6: None,
+        // Set to the pub it is sent to by `body`.
+        pub_id: kp.public(),
         public_key: kp.public(),
         seq,
         token_sha256: None,
+        txt: None,
     }
 }
 
-/// Signs `msg` with `kp` and seals it to the pub: the request body.
+/// Binds `msg` to the pub `to` (its `pub` field), signs it with `kp` and
+/// seals it to that pub: the request body.
 pub fn body(msg: &UpdateMsg, kp: &Keypair, to: &Keypair) -> Vec<u8> {
+    let msg = UpdateMsg {
+        pub_id: to.public(),
+        ..msg.clone()
+    };
+    body_as_is(&msg, kp, to)
+}
+
+/// Signs `msg` exactly as it is (its `pub` field untouched) and seals it
+/// to `to`.
+pub fn body_as_is(msg: &UpdateMsg, kp: &Keypair, to: &Keypair) -> Vec<u8> {
     let envelope = seal::seal_update(&msg.sign(kp), &to.public()).expect("seal");
     serde_json::to_vec(&envelope).expect("json")
 }
