@@ -158,7 +158,7 @@ async fn private_addresses_are_refused_unless_allowed() {
 #[tokio::test]
 async fn oversized_body_is_413() {
     let p = embedded_pub(&[], "");
-    let big = format!("{{\"v\":1,\"sealed\":\"{}\"}}", "A".repeat(5 * 1024));
+    let big = format!("{{\"v\":2,\"sealed\":\"{}\"}}", "A".repeat(5 * 1024));
     assert_error(&post(&p.state, big.as_bytes()).await, 413, "too_large");
 }
 
@@ -202,9 +202,10 @@ async fn malformed_requests_are_400() {
     let p = embedded_pub(&[], "");
     for bad in [
         &b"not json"[..],
-        br#"{"v":2,"sealed":"AAAA"}"#,
-        br#"{"v":1,"sealed":"***"}"#,
-        br#"{"v":1}"#,
+        br#"{"v":3,"sealed":"AAAA"}"#,
+        br#"{"v":1,"sealed":"AAAA"}"#,
+        br#"{"v":2,"sealed":"***"}"#,
+        br#"{"v":2}"#,
     ] {
         assert_error(&post(&p.state, bad).await, 400, "malformed");
     }
@@ -315,13 +316,13 @@ async fn garbage_from_one_address_is_cut_off_before_crypto() {
     );
     for _ in 0..3 {
         assert_error(
-            &post(&p.state, br#"{"v":1,"sealed":"AAAA"}"#).await,
+            &post(&p.state, br#"{"v":2,"sealed":"AAAA"}"#).await,
             401,
             "undecryptable",
         );
     }
     assert_error(
-        &post(&p.state, br#"{"v":1,"sealed":"AAAA"}"#).await,
+        &post(&p.state, br#"{"v":2,"sealed":"AAAA"}"#).await,
         429,
         "rate_limited",
     );
