@@ -528,7 +528,7 @@ impl Updater {
                 domain: target.domain.clone(),
                 ip: addrs.ip,
                 ip6: addrs.ip6,
-                pub_id: target.pub_id.clone(),
+                pub_id: target.pub_id,
                 public_key: keypair.public(),
                 seq,
                 token_sha256: None,

@@ -361,6 +361,19 @@ impl Config {
     }
 
     /// The update URL to announce.
+    /// The `peach-dyndns` announcement of the pub `pub_id`: published on
+    /// the pub's SSB feed and served at `/.well-known/peach-dyndns`.
+    pub fn announcement(&self, pub_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "type": "peach-dyndns",
+            "domain": self.domain,
+            "url": self.announced_url(),
+            "ttl": self.ttl,
+            "pub_id": pub_id,
+        })
+    }
+
+    /// The update URL announced to Pis.
     pub fn announced_url(&self) -> String {
         self.public_url
             .clone()

@@ -6,6 +6,11 @@
 //! `notfqdn`, `abuse` (rate limited or no longer followed), `dnserr`
 //! (DNS refused, or an address that is not acceptable), `911` (server
 //! fault).
+//!
+//! This is a front door only: it reads Basic auth and the query, checks
+//! the token before anything costly, and hands the change to
+//! [`crate::pipeline::run`], which re-checks owner and token under the
+//! name's lock like every other request.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -17,21 +22,12 @@ use sha2::{Digest, Sha256};
 use warp::http::{header, HeaderValue};
 use warp::reply::Response;
 
-use crate::api::reply;
-use crate::dns::ZoneChange;
-use crate::graph::Standing;
-use crate::registry::Entry;
-use crate::update::{now_ms, records_of};
-use crate::State;
+use peach_dyndns_protocol::ErrorCode;
+use subtle::ConstantTimeEq as _;
 
-/// Compares two byte strings in time that does not depend on where they
-/// differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use crate::http::reply;
+use crate::pipeline::{self, Action, ApiError, Auth, Request};
+use crate::State;
 
 fn basic_auth(header: Option<&str>) -> Option<(String, String)> {
     let encoded = header?.strip_prefix("Basic ")?;
@@ -146,10 +142,12 @@ async fn update_one(
             return "911".into();
         }
     };
+    // Checked here so a wrong password costs nothing more; checked again
+    // under the name's lock in the pipeline, where it counts.
     let authorised = entry
         .token_sha256
         .as_deref()
-        .is_some_and(|stored| constant_time_eq(stored.as_bytes(), token_hash.as_bytes()));
+        .is_some_and(|stored| bool::from(stored.as_bytes().ct_eq(token_hash.as_bytes())));
     if !authorised {
         if let Some(peer) = peer {
             let _ = state.ip_failures.take(&peer);
@@ -160,53 +158,49 @@ async fn update_one(
         return "dnserr".into();
     }
     let Ok(key) = entry.owner.parse() else {
+        tracing::error!(name, owner = %entry.owner, "the registry holds an unreadable owner id");
         return "911".into();
     };
     if state.key_limits.take(&key).is_err() {
         return "abuse".into();
     }
-    match state.graph.standing(&key).await {
-        Ok(Standing::Followed) => {}
-        Ok(_) => return "abuse".into(),
-        Err(_) => return "911".into(),
-    }
-    let _guards = state.locks.lock(&entry.owner, name).await;
-    // Re-read under the lock: a signed update may have raced us.
-    let entry = match state.registry.get(name) {
-        Ok(Some(e)) => e,
-        Ok(None) => return "nohost".into(),
-        Err(_) => return "911".into(),
+    let request = Request {
+        key,
+        name: name.to_string(),
+        auth: Auth::Token {
+            sha256: token_hash.to_string(),
+        },
+        action: Action::UpdateFamilies { ip, ip6 },
     };
-    let shown = ip
-        .map(|a| a.to_string())
-        .into_iter()
-        .chain(ip6.map(|a| a.to_string()))
-        .collect::<Vec<_>>()
-        .join(",");
-    if entry.ip == ip && entry.ip6 == ip6 {
-        return format!("nochg {shown}");
+    match pipeline::run(state, request).await {
+        Ok(ok) => {
+            // The addresses this request set, as routers expect.
+            let shown = ip
+                .map(|a| a.to_string())
+                .into_iter()
+                .chain(ip6.map(|a| a.to_string()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let word = if ok.changed { "good" } else { "nochg" };
+            format!("{word} {shown}")
+        }
+        Err(e) => word_for(&e).into(),
     }
-    let new = Entry {
-        ip,
-        ip6,
-        updated_ms: now_ms(),
-        ..entry.clone()
-    };
-    if let Err(e) = state.dns.apply(&ZoneChange::Set(records_of(&new))).await {
-        tracing::warn!(error = %e, "DNS refused a dyndns2 update");
-        return "dnserr".into();
+}
+
+/// The dyndns2 word for a refusal of the pipeline.
+fn word_for(e: &ApiError) -> &'static str {
+    match e.code {
+        // The name changed hands, was released, or got a new token while
+        // this request waited: the password no longer opens it.
+        ErrorCode::NotRegistered | ErrorCode::NameTaken | ErrorCode::BadSignature => "badauth",
+        ErrorCode::NotFollowed | ErrorCode::Blocked | ErrorCode::RateLimited => "abuse",
+        ErrorCode::DnsUnavailable | ErrorCode::InvalidIp => "dnserr",
+        _ => {
+            tracing::warn!(code = %e.code, message = %e.message, "dyndns2 request failed");
+            "911"
+        }
     }
-    // dyndns2 carries no seq: keep the key's last one.
-    let seq = match state.registry.last_seq(&entry.owner) {
-        Ok(s) => s.unwrap_or(0),
-        Err(_) => return "911".into(),
-    };
-    if let Err(e) = state.registry.commit_set(&new, seq) {
-        tracing::error!(error = %e, "registry commit failed");
-        let _ = state.dns.apply(&ZoneChange::Set(records_of(&entry))).await;
-        return "911".into();
-    }
-    format!("good {shown}")
 }
 
 #[cfg(test)]
@@ -240,9 +234,19 @@ mod tests {
     }
 
     #[test]
-    fn compares_tokens() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+    fn refusals_map_to_dyndns2_words() {
+        for (code, word) in [
+            (ErrorCode::NameTaken, "badauth"),
+            (ErrorCode::NotRegistered, "badauth"),
+            (ErrorCode::BadSignature, "badauth"),
+            (ErrorCode::NotFollowed, "abuse"),
+            (ErrorCode::Blocked, "abuse"),
+            (ErrorCode::RateLimited, "abuse"),
+            (ErrorCode::DnsUnavailable, "dnserr"),
+            (ErrorCode::GraphUnavailable, "911"),
+            (ErrorCode::Internal, "911"),
+        ] {
+            assert_eq!(word_for(&ApiError::new(code, "x")), word, "{code}");
+        }
     }
 }

@@ -61,6 +61,12 @@ enum Cmd {
         /// The label, e.g. eb4890.
         name: String,
     },
+    /// Forget a key's last accepted seq, so its next update (seq within a
+    /// day of now) is accepted again: for a Pi whose seq was pushed ahead.
+    ResetSeq {
+        /// The key, @<base64>.ed25519.
+        key: String,
+    },
     /// Check the config, the secret, the registry, and reach DNS and ssb-server.
     Check,
     /// Write a new SSB identity (secret file, mode 0600) for a pub without
@@ -149,6 +155,15 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                 ),
                 None => anyhow::bail!("{name:?} is not registered"),
             },
+            Cmd::ResetSeq { key } => {
+                let key: peach_dyndns_protocol::identity::PublicKey = key
+                    .parse()
+                    .with_context(|| format!("{key:?} is not an SSB id (@<base64>.ed25519)"))?;
+                match state.registry.reset_seq(&key.to_string())? {
+                    Some(last) => println!("reset {key}: its last seq was {last}"),
+                    None => println!("{key} had no seq stored; nothing to reset"),
+                }
+            }
             Cmd::Check => {
                 println!("config: OK ({})", args.config.display());
                 println!("secret: OK (pub id {})", state.keypair.id());

@@ -9,24 +9,11 @@ use std::time::Duration;
 
 use peach_dyndns_protocol::rules;
 use peach_dyndns_sbot::{Sbot, SbotConfig};
-use serde_json::json;
 
-use crate::config::{Config, GraphConfig};
+use crate::config::GraphConfig;
 use crate::dns::ZoneChange;
 use crate::registry::Entry;
 use crate::State;
-
-/// The `peach-dyndns` announcement: published on the pub's SSB feed and
-/// served at `/.well-known/peach-dyndns`.
-pub fn announcement(config: &Config, pub_id: &str) -> serde_json::Value {
-    json!({
-        "type": "peach-dyndns",
-        "domain": config.domain,
-        "url": config.announced_url(),
-        "ttl": config.ttl,
-        "pub_id": pub_id,
-    })
-}
 
 /// Errors of the operator commands.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::dns::NameRecords;
+
 /// Errors of the registry; each names the database file.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -61,6 +63,18 @@ pub struct Entry {
     pub created_ms: u64,
     /// When it last changed (unix ms).
     pub updated_ms: u64,
+}
+
+impl Entry {
+    /// The DNS records of this entry.
+    pub fn records(&self) -> NameRecords {
+        NameRecords {
+            name: self.name.clone(),
+            ip: self.ip,
+            ip6: self.ip6,
+            ttl: self.ttl,
+        }
+    }
 }
 
 /// The registry.
@@ -261,6 +275,12 @@ impl Registry {
     /// Stores `entry` (insert or replace, keeping `created_ms` of an existing
     /// row) and the owner's new `seq`, in one transaction.
     pub fn commit_set(&self, entry: &Entry, seq: u64) -> Result<(), RegistryError> {
+        self.commit_entry(entry, Some(seq))
+    }
+
+    /// Stores `entry` and, when given, the owner's new `seq` (dyndns2
+    /// carries none), in one transaction.
+    pub fn commit_entry(&self, entry: &Entry, seq: Option<u64>) -> Result<(), RegistryError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         tx.execute(
@@ -281,7 +301,9 @@ impl Registry {
             ],
         )
         .map_err(|e| self.sql(e))?;
-        set_seq(&tx, &entry.owner, seq).map_err(|e| self.sql(e))?;
+        if let Some(seq) = seq {
+            set_seq(&tx, &entry.owner, seq).map_err(|e| self.sql(e))?;
+        }
         tx.commit().map_err(|e| self.sql(e))
     }
 
@@ -303,6 +325,17 @@ impl Registry {
         let conn = self.conn();
         set_seq(&conn, owner, seq).map_err(|e| self.sql(e))?;
         Ok(())
+    }
+
+    /// Forgets a key's last `seq` (the operator's `reset-seq`), so its next
+    /// update is accepted with any `seq` within the one-day bound. Returns
+    /// the `seq` that was stored.
+    pub fn reset_seq(&self, key: &str) -> Result<Option<u64>, RegistryError> {
+        let last = self.last_seq(key)?;
+        let conn = self.conn();
+        conn.execute("DELETE FROM keys WHERE key = ?1", params![key])
+            .map_err(|e| self.sql(e))?;
+        Ok(last)
     }
 
     /// Removes a name whoever owns it (the operator's `revoke`).

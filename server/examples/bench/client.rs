@@ -120,7 +120,7 @@ fn build_requests(spec: &ClientSpec) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
                     domain: spec.domain.clone(),
                     ip: Some(ip),
                     ip6: None,
-                    pub_id: pub_key.clone(),
+                    pub_id: pub_key,
                     public_key: kp.public(),
                     seq: spec.seq_base + u64::from(r),
                     token_sha256: None,

@@ -20,8 +20,8 @@ use base64::Engine as _;
 use peach_dyndns_protocol::identity::Keypair;
 use peach_dyndns_server::config::Config;
 use peach_dyndns_server::dns::ZoneChange;
+use peach_dyndns_server::pipeline::now_ms;
 use peach_dyndns_server::registry::Entry;
-use peach_dyndns_server::update::{now_ms, records_of};
 use peach_dyndns_server::{build_state, run, Listeners, State};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -316,10 +316,7 @@ async fn prefill(state: &State, from: u32, to: u32) -> anyhow::Result<()> {
             created_ms: now,
             updated_ms: now,
         };
-        state
-            .dns
-            .apply(&ZoneChange::Set(records_of(&entry)))
-            .await?;
+        state.dns.apply(&ZoneChange::Set(entry.records())).await?;
         state.registry.commit_set(&entry, 1)?;
     }
     Ok(())

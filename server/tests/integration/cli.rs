@@ -232,3 +232,33 @@ fn systemd_credential_is_preferred_over_the_config_secret() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/secret"), "{err}");
 }
+
+#[test]
+fn reset_seq_forgets_a_keys_seq_and_refuses_a_bad_key() {
+    use peach_dyndns_server::registry::Registry;
+    let dir = tempfile::tempdir().expect("tmp");
+    let secret = write_secret(dir.path(), &Keypair::generate());
+    let db = dir.path().join("r.sqlite3");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "domain = \"peach.dinosaur.is\"\nsecret = \"{}\"\ndatabase = \"{}\"\n",
+            secret.display(),
+            db.display()
+        ),
+    );
+    let pi = Keypair::generate();
+    // A key frozen far ahead, as a v1 pub could leave it.
+    Registry::open(&db)
+        .expect("registry")
+        .commit_seq(&pi.id(), u64::MAX - 1)
+        .expect("seq");
+    let (code, out, err) = run(&["--config", &cfg, "reset-seq", &pi.id()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&(u64::MAX - 1).to_string()), "{out}");
+    let registry = Registry::open(&db).expect("registry");
+    assert_eq!(registry.last_seq(&pi.id()).expect("seq"), None);
+    let (code, _, err) = run(&["--config", &cfg, "reset-seq", "@nope.ed25519"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("@nope.ed25519"), "{err}");
+}

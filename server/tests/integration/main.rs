@@ -8,3 +8,4 @@ mod common;
 mod dns;
 mod serve;
 mod ssb;
+mod v2;

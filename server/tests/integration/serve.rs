@@ -87,7 +87,7 @@ pub fn dig(port: u16, name: &str, rtype: &str, tcp: bool) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn curl(args: &[&str]) -> (String, String) {
+pub fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-sS", "-o", "-", "-w", "\n%{http_code}"])
         .args(args)
@@ -98,7 +98,7 @@ fn curl(args: &[&str]) -> (String, String) {
     (body.trim().to_string(), code.to_string())
 }
 
-async fn post_http(addr: std::net::SocketAddr, body: Vec<u8>) -> (u16, serde_json::Value) {
+pub async fn post_http(addr: std::net::SocketAddr, body: Vec<u8>) -> (u16, serde_json::Value) {
     let out = tokio::task::spawn_blocking(move || {
         let dir = tempfile::tempdir().expect("tmp");
         let file = dir.path().join("body.json");

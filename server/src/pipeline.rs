@@ -1,0 +1,466 @@
+//! The one pipeline every front door ends in.
+//!
+//! `POST /update` ([`crate::update`]) and `GET /nic/update`
+//! ([`crate::dyndns2`]) each read and authenticate their own input, run the
+//! checks that need no lock, and then call [`run`], which does the rest in
+//! one place:
+//!
+//! social graph → lock the key's and the name's stripes → `seq` (above the
+//! last, at most a day ahead) → ownership (and the dyndns2 token) re-checked
+//! under the name's lock → the op → DNS write → registry commit → DNS
+//! restore if the commit failed (logged, never dropped).
+//!
+//! A failed request changes nothing: DNS is changed only after every check
+//! passed, and the registry is committed only after DNS accepted the change.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use peach_dyndns_protocol::identity::PublicKey;
+use peach_dyndns_protocol::{rules, ErrorCode, ProtocolError};
+use serde::Serialize;
+use subtle::ConstantTimeEq as _;
+
+use crate::dns::ZoneChange;
+use crate::graph::Standing;
+use crate::registry::Entry;
+use crate::State;
+
+/// The answer to an accepted request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateOk {
+    /// Always `true`.
+    pub ok: bool,
+    /// `<name>.<domain>`.
+    pub fqdn: String,
+    /// The A record now (absent if none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// The AAAA record now (absent if none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// TTL of the records.
+    pub ttl: u32,
+    /// Whether DNS changed.
+    pub changed: bool,
+    /// The accepted `seq` (the key's last one for dyndns2, which has none).
+    pub seq: u64,
+}
+
+/// A refused request: wire code and a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The wire code; the HTTP status follows from it.
+    pub code: ErrorCode,
+    /// For a person.
+    pub message: String,
+    /// With `stale_seq` and `invalid_seq`.
+    pub last_seq: Option<u64>,
+    /// With `invalid_seq`: the largest `seq` accepted now.
+    pub max_seq: Option<u64>,
+    /// Seconds, for `Retry-After` on 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a wire code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        let retry_after = match code {
+            ErrorCode::DnsUnavailable | ErrorCode::GraphUnavailable => Some(30),
+            _ => None,
+        };
+        ApiError {
+            code,
+            message: message.into(),
+            last_seq: None,
+            max_seq: None,
+            retry_after,
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        self.code.http_status()
+    }
+
+    /// `rate_limited` with the wait rounded up to whole seconds.
+    pub fn rate_limited(wait: Duration) -> ApiError {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut e = ApiError::new(
+            ErrorCode::RateLimited,
+            format!("too many requests; try again in {secs} s"),
+        );
+        e.retry_after = Some(secs.max(1));
+        e
+    }
+
+    /// A fault of the server itself (its database); 500 `internal`.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        let mut e = ApiError::new(ErrorCode::Internal, message);
+        e.retry_after = Some(30);
+        e
+    }
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> ApiError {
+        let mut api = ApiError::new(e.code(), e.to_string());
+        if let ProtocolError::InvalidSeq {
+            last_seq, max_seq, ..
+        } = e
+        {
+            api.last_seq = last_seq;
+            api.max_seq = Some(max_seq);
+        }
+        api
+    }
+}
+
+/// How the sender proved it may act for `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// A signed message with this `seq` (the replay protection).
+    Signed {
+        /// The message's `seq`.
+        seq: u64,
+    },
+    /// A dyndns2 token whose SHA-256 is this; it must still be the name's
+    /// token, held by `key`, when the name's lock is held.
+    Token {
+        /// Hex SHA-256 of the password the router sent.
+        sha256: String,
+    },
+}
+
+/// What is asked of the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Set the records to exactly these addresses (a signed update).
+    Update {
+        /// The A record (none: no A record).
+        ip: Option<Ipv4Addr>,
+        /// The AAAA record (none: no AAAA record).
+        ip6: Option<Ipv6Addr>,
+        /// A new dyndns2 token hash; `Some("")` withdraws the token, `None`
+        /// keeps the one registered.
+        token_sha256: Option<String>,
+    },
+    /// Set the given families and leave the other's record as it is
+    /// (dyndns2, where `myip` may name one family only).
+    UpdateFamilies {
+        /// The new A record, or keep the old.
+        ip: Option<Ipv4Addr>,
+        /// The new AAAA record, or keep the old.
+        ip6: Option<Ipv6Addr>,
+    },
+    /// Delete the records and give the name up.
+    Release,
+    /// Set the ACME challenge TXT values.
+    AcmeSet(Vec<String>),
+    /// Remove the ACME challenge TXT values.
+    AcmeClear,
+}
+
+/// One request, as a front door hands it to [`run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The key the request acts for.
+    pub key: PublicKey,
+    /// The label.
+    pub name: String,
+    /// How the sender proved it may.
+    pub auth: Auth,
+    /// What it asks.
+    pub action: Action,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn stale(last: u64, seq: u64) -> ApiError {
+    let mut e = ApiError::new(
+        ErrorCode::StaleSeq,
+        format!("seq {seq} is not above the last accepted seq {last} for this key"),
+    );
+    e.last_seq = Some(last);
+    e
+}
+
+/// `seq` above the key's last (`stale_seq`) and at most a day ahead of
+/// `max(last, now)` (`invalid_seq`). Front doors call it early too, so
+/// replays never reach the graph; [`run`] calls it again under the lock,
+/// where it counts.
+pub fn check_seq(state: &State, key: &str, seq: u64) -> Result<(), ApiError> {
+    let last = state
+        .registry
+        .last_seq(key)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    match last {
+        Some(last) if seq <= last => Err(stale(last, seq)),
+        _ => Ok(rules::check_seq_bound(seq, last, now_ms())?),
+    }
+}
+
+/// Asks the social graph whether `key` may hold names here; fails closed.
+async fn check_graph(state: &State, key: &PublicKey) -> Result<(), ApiError> {
+    match state.graph.standing(key).await {
+        Ok(Standing::Followed) => Ok(()),
+        Ok(Standing::NotFollowed) => Err(ApiError::new(
+            ErrorCode::NotFollowed,
+            format!("this pub does not follow {key}; ask the pub for an invite"),
+        )),
+        Ok(Standing::Blocked) => Err(ApiError::new(
+            ErrorCode::Blocked,
+            format!("this pub blocks {key}"),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "social graph unavailable");
+            Err(ApiError::new(
+                ErrorCode::GraphUnavailable,
+                format!("the pub cannot check whom it follows right now: {e}"),
+            ))
+        }
+    }
+}
+
+/// Runs a request from the graph check to the commit. See the module doc.
+pub async fn run(state: &State, req: Request) -> Result<UpdateOk, ApiError> {
+    check_graph(state, &req.key).await?;
+    let key = req.key.to_string();
+    let _guards = state.locks.lock(&key, &req.name).await;
+    let seq = match &req.auth {
+        Auth::Signed { seq } => {
+            check_seq(state, &key, *seq)?;
+            Some(*seq)
+        }
+        Auth::Token { .. } => None,
+    };
+    let existing = state
+        .registry
+        .get(&req.name)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    check_owner(state, &req, &key, existing.as_ref())?;
+    match req.action {
+        Action::Update {
+            ip,
+            ip6,
+            token_sha256,
+        } => {
+            let token = match token_sha256 {
+                Some(t) if t.is_empty() => None,
+                Some(t) => Some(t),
+                None => existing.as_ref().and_then(|e| e.token_sha256.clone()),
+            };
+            set_records(state, &req.name, key, ip, ip6, token, seq, existing).await
+        }
+        Action::UpdateFamilies { ip, ip6 } => {
+            let old = existing.as_ref();
+            let ip = ip.or_else(|| old.and_then(|e| e.ip));
+            let ip6 = ip6.or_else(|| old.and_then(|e| e.ip6));
+            let token = old.and_then(|e| e.token_sha256.clone());
+            set_records(state, &req.name, key, ip, ip6, token, seq, existing).await
+        }
+        Action::Release => release(state, &req.name, key, seq, existing).await,
+        Action::AcmeSet(_) | Action::AcmeClear => Err(ApiError::new(
+            ErrorCode::Malformed,
+            "this pub does not serve ACME challenges yet; nothing was changed",
+        )),
+    }
+}
+
+/// Who may act on the name, checked under its lock: the key that holds it
+/// (any key for a free name, except for the ACME ops and dyndns2, which
+/// need a name the key already holds), and for dyndns2 the token that is
+/// registered now, not the one that was when the request began.
+fn check_owner(
+    state: &State,
+    req: &Request,
+    key: &str,
+    existing: Option<&Entry>,
+) -> Result<(), ApiError> {
+    let fqdn = fqdn(state, &req.name);
+    let needs_holder = matches!(req.auth, Auth::Token { .. })
+        || matches!(req.action, Action::AcmeSet(_) | Action::AcmeClear);
+    match existing {
+        Some(entry) if entry.owner != key => {
+            if needs_holder {
+                Err(ApiError::new(
+                    ErrorCode::NotRegistered,
+                    format!("{fqdn} is not held by this key"),
+                ))
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::NameTaken,
+                    format!("{fqdn} belongs to another key"),
+                ))
+            }
+        }
+        None if needs_holder => Err(ApiError::new(
+            ErrorCode::NotRegistered,
+            format!("{fqdn} is not registered"),
+        )),
+        _ => {
+            if let (Auth::Token { sha256 }, Some(entry)) = (&req.auth, existing) {
+                let matches = entry
+                    .token_sha256
+                    .as_deref()
+                    .is_some_and(|stored| bool::from(stored.as_bytes().ct_eq(sha256.as_bytes())));
+                if !matches {
+                    return Err(ApiError::new(
+                        ErrorCode::BadSignature,
+                        format!("the token is not the one registered for {fqdn}"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn fqdn(state: &State, name: &str) -> String {
+    format!("{name}.{}", state.config.domain)
+}
+
+fn dns_refused(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        ErrorCode::DnsUnavailable,
+        format!("the DNS server did not accept the change: {e}"),
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // one call site per op; a struct would only rename them
+async fn set_records(
+    state: &State,
+    name: &str,
+    key: String,
+    ip: Option<Ipv4Addr>,
+    ip6: Option<Ipv6Addr>,
+    token_sha256: Option<String>,
+    seq: Option<u64>,
+    existing: Option<Entry>,
+) -> Result<UpdateOk, ApiError> {
+    if existing.is_none() {
+        let held = state
+            .registry
+            .names_of(&key)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let max = state.config.max_names_per_key as usize;
+        if held.len() >= max {
+            return Err(ApiError::new(
+                ErrorCode::TooManyNames,
+                format!(
+                    "this key already holds {} (the limit is {max}); release one first",
+                    held.join(", ")
+                ),
+            ));
+        }
+    }
+    let now = now_ms();
+    let entry = Entry {
+        name: name.to_string(),
+        owner: key,
+        ip,
+        ip6,
+        ttl: state.config.ttl,
+        token_sha256,
+        created_ms: existing.as_ref().map_or(now, |e| e.created_ms),
+        updated_ms: now,
+    };
+    let dns_changed = match &existing {
+        Some(old) => old.ip != entry.ip || old.ip6 != entry.ip6 || old.ttl != entry.ttl,
+        None => true,
+    };
+    let registry_changed = dns_changed
+        || existing
+            .as_ref()
+            .is_some_and(|old| old.token_sha256 != entry.token_sha256);
+    if dns_changed {
+        state
+            .dns
+            .apply(&ZoneChange::Set(entry.records()))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, name = %entry.name, "DNS refused an update");
+                dns_refused(e)
+            })?;
+    }
+    let committed = match (registry_changed, seq) {
+        (true, seq) => state.registry.commit_entry(&entry, seq),
+        (false, Some(seq)) => state.registry.commit_seq(&entry.owner, seq),
+        (false, None) => Ok(()),
+    };
+    if let Err(e) = committed {
+        if dns_changed {
+            restore_dns(state, &entry.name, existing.as_ref()).await;
+        }
+        return Err(ApiError::internal(e.to_string()));
+    }
+    tracing::info!(name = %entry.name, ip = ?entry.ip, ip6 = ?entry.ip6, changed = dns_changed, "update accepted");
+    Ok(UpdateOk {
+        ok: true,
+        fqdn: fqdn(state, &entry.name),
+        ip: entry.ip,
+        ip6: entry.ip6,
+        ttl: entry.ttl,
+        changed: dns_changed,
+        seq: last_seq_or(state, &entry.owner, seq),
+    })
+}
+
+async fn release(
+    state: &State,
+    name: &str,
+    key: String,
+    seq: Option<u64>,
+    existing: Option<Entry>,
+) -> Result<UpdateOk, ApiError> {
+    let seq = seq.expect("invariant: only signed requests release a name");
+    let changed = existing.is_some();
+    if changed {
+        let change = ZoneChange::Remove {
+            name: name.to_string(),
+        };
+        state.dns.apply(&change).await.map_err(dns_refused)?;
+    }
+    if let Err(e) = state.registry.commit_release(name, &key, seq) {
+        if changed {
+            restore_dns(state, name, existing.as_ref()).await;
+        }
+        return Err(ApiError::internal(e.to_string()));
+    }
+    tracing::info!(%name, "name released");
+    Ok(UpdateOk {
+        ok: true,
+        fqdn: fqdn(state, name),
+        ip: None,
+        ip6: None,
+        ttl: state.config.ttl,
+        changed,
+        seq,
+    })
+}
+
+/// The `seq` to report: the request's, or for dyndns2 the key's last.
+fn last_seq_or(state: &State, key: &str, seq: Option<u64>) -> u64 {
+    seq.or_else(|| state.registry.last_seq(key).ok().flatten())
+        .unwrap_or(0)
+}
+
+/// Puts DNS back to the registry's state after a failed commit. A failure
+/// here is logged as an error (the start-up re-apply puts it right).
+async fn restore_dns(state: &State, name: &str, previous: Option<&Entry>) {
+    let change = match previous {
+        Some(entry) => ZoneChange::Set(entry.records()),
+        None => ZoneChange::Remove {
+            name: name.to_string(),
+        },
+    };
+    if let Err(e) = state.dns.apply(&change).await {
+        tracing::error!(error = %e, %name, "could not restore DNS after a failed commit; it is re-applied at the next start");
+    }
+}

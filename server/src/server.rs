@@ -1,0 +1,239 @@
+//! Wiring: the secret, the sockets, the state, and [`run`], which serves
+//! until the shutdown signal.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use peach_dyndns_protocol::identity::{self, Keypair};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::{self, Config, GraphConfig};
+use crate::graph::{self, SocialGraph};
+use crate::registry::{self, Registry};
+use crate::state::{ReapplyError, State};
+use crate::{api, dns};
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The secret file could not be used.
+    #[error("secret file {path}: {message}")]
+    Secret {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The registry could not be opened or read.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// The DNS backend could not be set up.
+    #[error("DNS backend: {0}")]
+    Dns(String),
+    /// Re-applying the registry to DNS failed.
+    #[error(transparent)]
+    Reapply(#[from] ReapplyError),
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Reads an SSB secret file, refusing one that other users can read or
+/// write.
+pub fn load_secret(path: &Path) -> Result<Keypair, StartError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let err = |message: String| StartError::Secret {
+        path: path.to_owned(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    identity::check_secret_mode(meta.permissions().mode()).map_err(|e| err(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    identity::parse_secret_file(&text).map_err(|e| err(e.to_string()))
+}
+
+/// The sockets the server serves on, bound by the caller (tests bind
+/// `127.0.0.1:0`).
+pub struct Listeners {
+    /// HTTP.
+    pub http: TcpListener,
+    /// The embedded DNS's UDP socket (only with the `embedded` backend).
+    pub dns_udp: Option<UdpSocket>,
+    /// The embedded DNS's TCP listener (only with the `embedded` backend).
+    pub dns_tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` asks for.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let bind_err = |addr: String| move |source| StartError::Bind { addr, source };
+        let http = TcpListener::bind(config.listen)
+            .await
+            .map_err(bind_err(config.listen.to_string()))?;
+        let (dns_udp, dns_tcp) = match &config.dns {
+            config::DnsConfig::Embedded { listen, .. } => (
+                Some(
+                    UdpSocket::bind(listen)
+                        .await
+                        .map_err(bind_err(format!("udp {listen}")))?,
+                ),
+                Some(
+                    TcpListener::bind(listen)
+                        .await
+                        .map_err(bind_err(format!("tcp {listen}")))?,
+                ),
+            ),
+            _ => (None, None),
+        };
+        Ok(Listeners {
+            http,
+            dns_udp,
+            dns_tcp,
+        })
+    }
+}
+
+/// The credential name under which systemd hands the service the pub's SSB
+/// secret (`LoadCredential=ssb-secret:…` in the packaged unit).
+pub const SECRET_CREDENTIAL: &str = "ssb-secret";
+
+/// Where the pub's secret is read from: systemd's private copy
+/// (`$CREDENTIALS_DIRECTORY/ssb-secret`) when the service was given one,
+/// so the server's own user never needs to read ssb-server's files;
+/// otherwise the config's `secret`.
+pub fn secret_path(config: &Config) -> PathBuf {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|dir| Path::new(&dir).join(SECRET_CREDENTIAL))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| config.secret.clone())
+}
+
+/// Builds the state from a config: secret, registry, DNS backend, graph.
+/// Returns the embedded DNS server too when that backend is chosen.
+pub fn build_state(
+    config: Config,
+) -> Result<(State, Option<Arc<dns::embedded::EmbeddedDns>>), StartError> {
+    let keypair = load_secret(&secret_path(&config))?;
+    if let Some(dir) = config.database.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| StartError::Bind {
+                addr: dir.display().to_string(),
+                source: e,
+            })?;
+        }
+    }
+    let registry = Registry::open(&config.database)?;
+    let backend =
+        dns::build(&config.dns, &config.domain).map_err(|e| StartError::Dns(e.to_string()))?;
+    let graph: Arc<dyn SocialGraph> = match &config.graph {
+        GraphConfig::Allowlist { allow } => Arc::new(graph::Allowlist::new(
+            allow.iter().filter_map(|id| id.parse().ok()),
+        )),
+        GraphConfig::Ssb {
+            addr, server_id, ..
+        } => Arc::new(graph::SsbGraph::new(
+            *addr,
+            server_id.clone().unwrap_or_else(|| keypair.id()),
+            keypair.signing_key().clone(),
+            config.graph_cache(),
+        )),
+    };
+    let state = State::new(config, keypair, registry, backend.zone, graph);
+    Ok((state, backend.embedded))
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn run(
+    state: Arc<State>,
+    embedded: Option<Arc<dns::embedded::EmbeddedDns>>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut dns_task = None;
+    if let (Some(embedded), Some(udp), Some(tcp)) = (embedded, listeners.dns_udp, listeners.dns_tcp)
+    {
+        let mut rx = stop_rx.clone();
+        dns_task = Some(tokio::spawn(async move {
+            embedded
+                .serve(udp, tcp, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        }));
+    }
+    let reapplied = state.reapply_registry().await?;
+    tracing::info!(
+        domain = %state.config.domain,
+        dns = state.dns.kind(),
+        graph = state.graph.kind(),
+        names = reapplied,
+        http = ?listeners.http.local_addr().ok(),
+        "peach-dyndns-server ready"
+    );
+    let mut http_rx = stop_rx;
+    let server = warp::serve(api::routes(state))
+        .incoming(listeners.http)
+        .graceful(async move {
+            let _ = http_rx.wait_for(|stop| *stop).await;
+        });
+    let http_task = tokio::spawn(server.run());
+    shutdown.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    // Requests in flight get this long to finish; a client holding an idle
+    // keep-alive connection open must not hold up a restart.
+    let grace = std::time::Duration::from_millis(800);
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut http_task = http_task;
+    if tokio::time::timeout_at(deadline, &mut http_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still open after {grace:?}; closing them");
+        http_task.abort();
+    }
+    if let Some(mut task) = dns_task {
+        if tokio::time::timeout_at(deadline + grace, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn secret_files_others_can_read_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, Keypair::generate().to_secret_file()).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = load_secret(&path).expect_err("refused").to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(load_secret(&path).is_ok());
+        let missing = load_secret(&dir.path().join("nope"))
+            .expect_err("missing")
+            .to_string();
+        assert!(missing.contains("nope"), "{missing}");
+        std::fs::write(&path, "# only comments\n").expect("write");
+        let garbage = load_secret(&path).expect_err("garbage").to_string();
+        assert!(garbage.contains("not valid"), "{garbage}");
+    }
+}

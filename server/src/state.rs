@@ -1,0 +1,112 @@
+//! [`State`]: everything a request needs, shared by all of them.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use peach_dyndns_protocol::identity::{Keypair, PublicKey};
+use peach_dyndns_protocol::seal::Opener;
+
+use crate::config::Config;
+use crate::dns::{ZoneBackend, ZoneChange};
+use crate::graph::SocialGraph;
+use crate::locks::Stripes;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::registry::{Registry, RegistryError};
+
+/// Everything a request needs, shared by all of them.
+pub struct State {
+    /// The validated config.
+    pub config: Config,
+    /// The pub's keypair: updates are sealed to it.
+    pub keypair: Keypair,
+    /// Opens sealed updates with the pub's X25519 keys, derived once.
+    pub opener: Opener,
+    /// The name registry.
+    pub registry: Registry,
+    /// Where DNS changes go.
+    pub dns: Arc<dyn ZoneBackend>,
+    /// Who may update.
+    pub graph: Arc<dyn SocialGraph>,
+    /// Authenticated requests per key.
+    pub key_limits: RateLimiter<PublicKey>,
+    /// Failed, unauthenticated requests per source address.
+    pub ip_failures: RateLimiter<IpAddr>,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+    /// Per key and per name locks of the pipeline.
+    pub locks: Stripes,
+}
+
+impl State {
+    /// Puts the parts together.
+    pub fn new(
+        config: Config,
+        keypair: Keypair,
+        registry: Registry,
+        dns: Arc<dyn ZoneBackend>,
+        graph: Arc<dyn SocialGraph>,
+    ) -> State {
+        let rl = config.rate_limit.clone();
+        State {
+            key_limits: RateLimiter::new(rl.per_key_per_minute, rl.per_key_burst),
+            // Failures get a burst as large as the minute's budget: a
+            // misconfigured client finds out quickly, a flood is cut off.
+            ip_failures: RateLimiter::new(
+                rl.failures_per_ip_per_minute,
+                rl.failures_per_ip_per_minute,
+            ),
+            config,
+            opener: Opener::new(&keypair),
+            keypair,
+            registry,
+            dns,
+            graph,
+            metrics: Metrics::default(),
+            locks: Stripes::default(),
+        }
+    }
+
+    /// The announcement: what `announce` publishes on SSB and
+    /// `/.well-known/peach-dyndns` serves.
+    pub fn announcement(&self) -> serde_json::Value {
+        self.config.announcement(&self.keypair.id())
+    }
+
+    /// Writes every registered name to DNS again (at start, so a change
+    /// that reached the registry but not DNS, or a DNS server that lost its
+    /// zone, is put right).
+    pub async fn reapply_registry(&self) -> Result<usize, ReapplyError> {
+        let entries = self.registry.all()?;
+        let changes: Vec<ZoneChange> = entries
+            .iter()
+            .map(|entry| ZoneChange::Set(entry.records()))
+            .collect();
+        // One batch: the embedded backend applies it under one lock with one
+        // serial bump; the others send one change after another.
+        self.dns
+            .apply_all(&changes)
+            .await
+            .map_err(|e| ReapplyError::Dns {
+                names: entries.len(),
+                message: e.to_string(),
+            })?;
+        Ok(entries.len())
+    }
+}
+
+/// Re-applying the registry to DNS failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReapplyError {
+    /// The registry could not be read.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The DNS backend refused the records.
+    #[error("re-applying the registry's {names} name(s) to DNS failed: {message}")]
+    Dns {
+        /// How many names were to be applied.
+        names: usize,
+        /// The backend's error.
+        message: String,
+    },
+}
