@@ -349,7 +349,43 @@ impl Config {
                 ));
             }
         }
+        let mut config = config;
+        for label in config.own_labels() {
+            if !config.reserved.contains(&label) {
+                config.reserved.push(label);
+            }
+        }
         Ok(config)
+    }
+
+    /// The labels of the zone that name the pub's own machinery and so can
+    /// never be registered: the label under the zone of every in-zone
+    /// name server of the config and of the `public_url` host (e.g.
+    /// `dyndns` for `https://dyndns.peach.dinosaur.is:8443/update`).
+    pub fn own_labels(&self) -> Vec<String> {
+        let zone = rules::normalize_domain(&self.domain);
+        let mut hosts: Vec<String> = match &self.dns {
+            DnsConfig::Embedded { nameservers, .. } => nameservers.clone(),
+            _ => Vec::new(),
+        };
+        if let Some(url) = &self.public_url {
+            let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+            let host = rest.split(['/', ':', '?', '#']).next().unwrap_or("");
+            hosts.push(host.to_string());
+        }
+        let suffix = format!(".{zone}");
+        let mut labels = Vec::new();
+        for host in hosts {
+            let host = rules::normalize_domain(&host);
+            if let Some(inside) = host.strip_suffix(&suffix) {
+                if let Some(label) = inside.rsplit('.').next() {
+                    if !label.is_empty() && !labels.iter().any(|l| l == label) {
+                        labels.push(label.to_string());
+                    }
+                }
+            }
+        }
+        labels
     }
 
     /// How long a social-graph answer is cached.
@@ -399,6 +435,31 @@ mod tests {
         assert!(matches!(c.graph, GraphConfig::Ssb { .. }));
         assert_eq!(c.rate_limit.per_key_per_minute, 10);
         assert_eq!(c.announced_url(), "http://peach.dinosaur.is:8053/update");
+    }
+
+    #[test]
+    fn in_zone_nameservers_and_the_public_host_are_reserved() {
+        let c = parse(
+            "domain = \"peach.dinosaur.is\"\n\
+             public_url = \"https://dyndns.peach.dinosaur.is:8443/update\"\n\
+             [dns]\nbackend = \"embedded\"\n\
+             nameservers = [\"a.dns.Peach.Dinosaur.is.\", \"ns.elsewhere.org\", \"pub.peach.dinosaur.is\"]",
+        )
+        .expect("valid");
+        for label in ["dns", "pub", "dyndns"] {
+            assert!(
+                c.reserved.iter().any(|r| r == label),
+                "{label}: {:?}",
+                c.reserved
+            );
+        }
+        assert!(
+            !c.reserved.iter().any(|r| r == "elsewhere" || r == "a"),
+            "{:?}",
+            c.reserved
+        );
+        assert!(rules::check_name("pub", &c.reserved).is_err());
+        assert!(rules::check_name("eb4890", &c.reserved).is_ok());
     }
 
     #[test]
