@@ -772,7 +772,7 @@ async fn run_inadyn(
         domain: DOMAIN.into(),
         ip: Some(INADYN_FIRST_IP),
         ip6: None,
-        pub_id: pub_key.clone(),
+        pub_id: pub_key,
         public_key: keypair.public(),
         seq: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?

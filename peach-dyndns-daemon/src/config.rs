@@ -833,12 +833,14 @@ mod tests {
             .expect_err("more than a week")
             .to_string();
         assert!(err.contains("maximum, 604800"), "{err}");
-        let mut raw = Config::default();
-        raw.check_interval_secs = u64::MAX;
-        raw.refresh_interval_secs = u64::MAX;
-        raw.backoff_min_secs = u64::MAX;
-        raw.backoff_max_secs = u64::MAX;
-        raw.http_timeout_secs = u64::MAX;
+        let mut raw = Config {
+            check_interval_secs: u64::MAX,
+            refresh_interval_secs: u64::MAX,
+            backoff_min_secs: u64::MAX,
+            backoff_max_secs: u64::MAX,
+            http_timeout_secs: u64::MAX,
+            ..Config::default()
+        };
         for d in [
             raw.check_interval(),
             raw.refresh_interval(),

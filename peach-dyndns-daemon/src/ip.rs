@@ -668,7 +668,8 @@ mod tests {
         };
         let old_nonce = fresh_nonce();
         let (h, p) = (hostile.clone(), pub_kp.clone());
-        let forgeries: Vec<(&str, Box<dyn Fn(&str) -> String + Send + Sync>)> = vec![
+        type Answer = Box<dyn Fn(&str) -> String + Send + Sync>;
+        let forgeries: Vec<(&str, Answer)> = vec![
             (
                 "unsigned",
                 Box::new(|_: &str| r#"{"ip":"6.6.6.6"}"#.to_string()),
