@@ -17,6 +17,13 @@ use serde::{Deserialize, Serialize};
 
 /// Where the daemon looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/peach-dyndns/daemon.toml";
+/// The longest interval the config may set (checks, refresh, backoff): a
+/// week. Intervals meet `Instant` arithmetic, where a huge value panics;
+/// a Pi that checks less than weekly is not keeping a name up to date.
+pub const MAX_INTERVAL_SECS: u64 = 7 * 24 * 60 * 60;
+/// The longest timeout the config may set (HTTP, DNS, sbot): an hour, far
+/// beyond any answer worth waiting for.
+pub const MAX_TIMEOUT_SECS: u64 = 60 * 60;
 
 /// What went wrong reading, checking or writing the config file.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +223,11 @@ pub struct SbotConfig {
     /// Timeout of one call, seconds.
     #[serde(default = "defaults::sbot_timeout_secs")]
     pub timeout_secs: u64,
+    /// Believe announcements whose URL points at a loopback, private or
+    /// other non-public address (tests, a pub on the LAN). Off, an
+    /// announced URL must be `https://`, or `http://` to a public address.
+    #[serde(default)]
+    pub allow_private_pub_urls: bool,
 }
 
 /// Which status LED to drive.
@@ -396,9 +408,21 @@ impl Config {
             ("dns.timeout_secs", self.dns.timeout_secs),
             ("sbot.timeout_secs", self.sbot.timeout_secs),
         ];
-        for (key, value) in positive {
+        for (i, (key, value)) in positive.into_iter().enumerate() {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1 (second)".into()));
+            }
+            // The first four are intervals, the rest timeouts.
+            let max = if i < 4 {
+                MAX_INTERVAL_SECS
+            } else {
+                MAX_TIMEOUT_SECS
+            };
+            if value > max {
+                return Err(invalid(
+                    key,
+                    format!("{value} is more than the maximum, {max} (seconds)"),
+                ));
             }
         }
         if self.check_interval_ms == Some(0) {
@@ -406,6 +430,15 @@ impl Config {
                 "check_interval_ms",
                 "must be at least 1 (millisecond)".into(),
             ));
+        }
+        if let Some(ms) = self.check_interval_ms {
+            let max = MAX_INTERVAL_SECS * 1000;
+            if ms > max {
+                return Err(invalid(
+                    "check_interval_ms",
+                    format!("{ms} is more than the maximum, {max} (milliseconds)"),
+                ));
+            }
         }
         if self.backoff_min_secs > self.backoff_max_secs {
             return Err(invalid(
@@ -475,32 +508,36 @@ impl Config {
     }
 
     /// Time between checks: `check_interval_ms` when set, else
-    /// `check_interval_secs`.
+    /// `check_interval_secs`. Like every interval here it is clamped to
+    /// [`MAX_INTERVAL_SECS`] even for a config that skipped
+    /// [`Config::validate`] (fields are public), so it is safe to add to an
+    /// `Instant`.
     pub fn check_interval(&self) -> Duration {
         match self.check_interval_ms {
             Some(ms) => Duration::from_millis(ms),
             None => Duration::from_secs(self.check_interval_secs),
         }
+        .min(max_interval())
     }
 
     /// The forced refresh period.
     pub fn refresh_interval(&self) -> Duration {
-        Duration::from_secs(self.refresh_interval_secs)
+        Duration::from_secs(self.refresh_interval_secs).min(max_interval())
     }
 
     /// The first backoff delay.
     pub fn backoff_min(&self) -> Duration {
-        Duration::from_secs(self.backoff_min_secs)
+        Duration::from_secs(self.backoff_min_secs).min(max_interval())
     }
 
     /// The longest backoff delay.
     pub fn backoff_max(&self) -> Duration {
-        Duration::from_secs(self.backoff_max_secs)
+        Duration::from_secs(self.backoff_max_secs).min(max_interval())
     }
 
     /// The HTTP request timeout.
     pub fn http_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_timeout_secs)
+        Duration::from_secs(self.http_timeout_secs.min(MAX_TIMEOUT_SECS))
     }
 
     /// The pub's key, when configured (validated at load).
@@ -517,6 +554,11 @@ impl Config {
             domain: rules::normalize_domain(reg.domain.as_ref()?),
         })
     }
+}
+
+/// [`MAX_INTERVAL_SECS`] as a duration.
+pub fn max_interval() -> Duration {
+    Duration::from_secs(MAX_INTERVAL_SECS)
 }
 
 /// Whether `url` is an absolute http(s) URL with a host.
@@ -765,12 +807,51 @@ mod tests {
             ("[led]\nkind = \"blinky\"", "key `led.kind`"),
             ("[dns]\nserver = \"nohost\"", "key `dns.server`"),
             ("[ip]\nipv4 = false\nipv6 = false", "key `ip.ipv6`"),
+            // Regression: a huge interval panicked in `Instant` arithmetic.
+            ("check_interval_secs = 18446744073709551615", "key `check_interval_secs`"),
+            ("refresh_interval_secs = 604801", "key `refresh_interval_secs`"),
+            ("backoff_max_secs = 18446744073709551615", "key `backoff_max_secs`"),
+            ("check_interval_ms = 18446744073709551615", "key `check_interval_ms`"),
+            ("http_timeout_secs = 3601", "key `http_timeout_secs`"),
+            ("[dns]\ntimeout_secs = 18446744073709551615", "key `dns.timeout_secs`"),
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains("/etc/peach-dyndns/daemon.toml"), "{err}");
             assert!(err.contains(want), "{text:?} gave {err}");
         }
+    }
+
+    /// A week is the longest interval; a config built around validation
+    /// still gets clamped durations.
+    #[test]
+    fn intervals_are_bounded() {
+        let c = parse("check_interval_secs = 604800\nrefresh_interval_secs = 604800")
+            .expect("a week is fine");
+        assert_eq!(c.check_interval(), max_interval());
+        let err = parse("check_interval_secs = 604801")
+            .expect_err("more than a week")
+            .to_string();
+        assert!(err.contains("maximum, 604800"), "{err}");
+        let mut raw = Config {
+            check_interval_secs: u64::MAX,
+            refresh_interval_secs: u64::MAX,
+            backoff_min_secs: u64::MAX,
+            backoff_max_secs: u64::MAX,
+            http_timeout_secs: u64::MAX,
+            ..Config::default()
+        };
+        for d in [
+            raw.check_interval(),
+            raw.refresh_interval(),
+            raw.backoff_min(),
+            raw.backoff_max(),
+        ] {
+            assert_eq!(d, max_interval());
+        }
+        assert_eq!(raw.http_timeout(), Duration::from_secs(MAX_TIMEOUT_SECS));
+        raw.check_interval_ms = Some(u64::MAX);
+        assert_eq!(raw.check_interval(), max_interval());
     }
 
     #[test]

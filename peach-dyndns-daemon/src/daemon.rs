@@ -14,7 +14,7 @@ use crate::directory::{merge_with_config, Announcement, DirectoryError, NoSbot, 
 use crate::dns::UdpDns;
 use crate::ip::SourceChain;
 use crate::pubapi::{http_client, HttpPubApi};
-use crate::status::{unix_ms, Phase, Status};
+use crate::status::{unix_ms, Phase, Problem, Status};
 use crate::updater::{random_jitter, Command, Services, Updater};
 use crate::{led, sbot, web};
 
@@ -286,7 +286,7 @@ impl OnceOutcome {
             Phase::Online => 0,
             Phase::Unconfigured | Phase::Disabled => 2,
             Phase::Error if status.parked => 4,
-            Phase::Error if status.last_error_code.as_deref() == Some("dns_mismatch") => 5,
+            Phase::Error if status.problem == Some(Problem::DnsMismatch) => 5,
             Phase::Error => 3,
             Phase::Working => 5,
         }

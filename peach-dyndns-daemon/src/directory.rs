@@ -6,8 +6,19 @@
 //! pub: `{"type":"peach-dyndns","domain":"peach.dinosaur.is",
 //! "url":"http://dinosaur.is:8053/update","ttl":60}`. Its author is the key
 //! updates are sealed to; only each pub's latest announcement counts.
+//!
+//! Only announcements by authors the Pi follows are listed (the sbot
+//! filters them with `friends.isFollowing`; accepting a pub's invite makes
+//! the Pi follow it). An announced URL must be `https://`, or `http://` to
+//! a public address; loopback, private and link-local hosts (and names
+//! such as `localhost`, `*.local`, `*.lan`, `*.home.arpa`, `*.internal`)
+//! are refused unless `sbot.allow_private_pub_urls` is set. Two pubs that
+//! claim one domain are both listed, each marked with `conflict` and the
+//! other's id in `same_domain_as`, so the owner chooses and nothing is
+//! chosen for them.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use peach_dyndns_protocol::identity::PublicKey;
 use peach_dyndns_protocol::rules;
@@ -65,6 +76,11 @@ pub struct Announcement {
     pub ttl: Option<u32>,
     /// Sbot or config.
     pub origin: Origin,
+    /// Another pub on the list claims the same domain.
+    pub conflict: bool,
+    /// The ids of the other pubs that claim this domain.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub same_domain_as: Vec<PublicKey>,
 }
 
 fn serialize_url<S: serde::Serializer>(url: &Url, s: S) -> Result<S::Ok, S::Error> {
@@ -94,8 +110,88 @@ impl PubDirectory for NoSbot {
     }
 }
 
+/// Host names that never name a public server.
+const LOCAL_NAME_SUFFIXES: [&str; 6] = [
+    "localhost",
+    ".localhost",
+    ".local",
+    ".lan",
+    ".home.arpa",
+    ".internal",
+];
+
+/// Checks an announced URL: http(s) with a host, and unless
+/// `allow_private`, a host that is not a loopback, private or other
+/// non-public address or local-only name. (A host name is resolved and
+/// checked again before use, see [`check_resolved`].)
+pub fn check_announced_url(url: &str, allow_private: bool) -> Result<Url, String> {
+    let parsed = check_http_url(url)?;
+    if allow_private {
+        return Ok(parsed);
+    }
+    let refuse = |why: String| {
+        Err(format!(
+            "{url:?} points at {why}, not a public server (set sbot.allow_private_pub_urls for a pub on the LAN)"
+        ))
+    };
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    // `host_str` writes an IPv6 host in brackets.
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        if let Some(reason) = rules::non_global_reason(ip) {
+            return refuse(format!("{ip}, {reason}"));
+        }
+    } else {
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if LOCAL_NAME_SUFFIXES
+            .iter()
+            .any(|s| name == s.trim_start_matches('.') || name.ends_with(s))
+        {
+            return refuse(format!("{name}, a local name"));
+        }
+    }
+    Ok(parsed)
+}
+
+/// Checks the addresses an announced `http://` host name resolves to:
+/// every one must be public (with `https://` the certificate check does
+/// that job: a LAN device cannot show a certificate for the name).
+pub fn check_resolved(url: &Url, addrs: &[IpAddr]) -> Result<(), String> {
+    if addrs.is_empty() {
+        return Err(format!("{url} resolves to no address"));
+    }
+    for a in addrs {
+        if let Some(reason) = rules::non_global_reason(*a) {
+            return Err(format!(
+                "{url} resolves to {a}, {reason}, not a public server (set sbot.allow_private_pub_urls for a pub on the LAN)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Marks every pub that claims the same domain as another on the list.
+pub fn mark_conflicts(list: &mut [Announcement]) {
+    let claims: Vec<(String, PublicKey)> =
+        list.iter().map(|a| (a.domain.clone(), a.pub_id)).collect();
+    for a in list.iter_mut() {
+        a.same_domain_as = claims
+            .iter()
+            .filter(|(d, id)| *d == a.domain && *id != a.pub_id)
+            .map(|(_, id)| *id)
+            .collect();
+        a.conflict = !a.same_domain_as.is_empty();
+    }
+}
+
 /// Reads an announcement's content; `author` is the message's author.
-pub fn parse_announcement(author: &str, content: &Value) -> Result<Announcement, String> {
+pub fn parse_announcement(
+    author: &str,
+    content: &Value,
+    allow_private: bool,
+) -> Result<Announcement, String> {
     if content.get("type").and_then(Value::as_str) != Some(ANNOUNCEMENT_TYPE) {
         return Err(format!("not of type {ANNOUNCEMENT_TYPE}"));
     }
@@ -109,7 +205,7 @@ pub fn parse_announcement(author: &str, content: &Value) -> Result<Announcement,
         .get("url")
         .and_then(Value::as_str)
         .ok_or("no `url` string")?;
-    let url = check_http_url(url)?;
+    let url = check_announced_url(url, allow_private)?;
     let ttl = content
         .get("ttl")
         .and_then(Value::as_u64)
@@ -120,6 +216,8 @@ pub fn parse_announcement(author: &str, content: &Value) -> Result<Announcement,
         url,
         ttl,
         origin: Origin::Sbot,
+        conflict: false,
+        same_domain_as: Vec::new(),
     })
 }
 
@@ -129,10 +227,11 @@ pub fn parse_announcement(author: &str, content: &Value) -> Result<Announcement,
 /// earlier good one only if it is not the latest: the latest valid counts.
 pub fn latest_per_author<'a>(
     messages: impl IntoIterator<Item = (&'a str, u64, &'a Value)>,
+    allow_private: bool,
 ) -> Vec<Announcement> {
     let mut latest: HashMap<String, (u64, Announcement)> = HashMap::new();
     for (author, sequence, content) in messages {
-        match parse_announcement(author, content) {
+        match parse_announcement(author, content, allow_private) {
             Ok(a) => {
                 let newer = latest.get(author).map_or(true, |(seq, _)| sequence > *seq);
                 if newer {
@@ -148,7 +247,8 @@ pub fn latest_per_author<'a>(
 }
 
 /// The pubs to offer: the configured one (when the config names it
-/// completely) first, then the sbot's, without repeating a pub.
+/// completely) first, then the sbot's, without repeating a pub; pubs that
+/// claim one domain are marked ([`mark_conflicts`]).
 pub fn merge_with_config(config: &Config, from_sbot: Vec<Announcement>) -> Vec<Announcement> {
     let mut list = Vec::new();
     if let Some(p) = config.static_pub() {
@@ -158,6 +258,8 @@ pub fn merge_with_config(config: &Config, from_sbot: Vec<Announcement>) -> Vec<A
             url: p.url,
             ttl: None,
             origin: Origin::Config,
+            conflict: false,
+            same_domain_as: Vec::new(),
         });
     }
     for a in from_sbot {
@@ -165,6 +267,7 @@ pub fn merge_with_config(config: &Config, from_sbot: Vec<Announcement>) -> Vec<A
             list.push(a);
         }
     }
+    mark_conflicts(&mut list);
     list
 }
 
@@ -191,7 +294,7 @@ mod tests {
             (b.as_str(), 3, &bad_url),
             ("@nope", 1, &new),
         ];
-        let list = latest_per_author(msgs);
+        let list = latest_per_author(msgs, false);
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].pub_id.to_string(), a);
         assert_eq!(list[0].domain, "peach.dinosaur.is");
@@ -212,14 +315,114 @@ mod tests {
         .expect("config");
         let content = json!({"type":"peach-dyndns","domain":"b.example","url":"http://b/update"});
         let other = Keypair::generate().id();
-        let from_sbot = latest_per_author(vec![
-            (kp.id().as_str(), 1, &content),
-            (other.as_str(), 1, &content),
-        ]);
+        let from_sbot = latest_per_author(
+            vec![
+                (kp.id().as_str(), 1, &content),
+                (other.as_str(), 1, &content),
+            ],
+            false,
+        );
         let list = merge_with_config(&config, from_sbot);
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].origin, Origin::Config);
         assert_eq!(list[0].domain, "a.example");
         assert_eq!(list[1].pub_id.to_string(), other);
+        assert!(!list[0].conflict && !list[1].conflict);
+    }
+
+    /// Regression (v1 took any http(s) URL): an announced URL must be
+    /// https, or http to a public address, unless the config allows
+    /// private ones.
+    #[test]
+    fn announced_urls_must_be_public() {
+        for ok in [
+            "https://dyndns.peach.dinosaur.is:8443/update",
+            "http://dinosaur.is:8053/update",
+            "http://24.12.12.12/update",
+            "http://[2a01:4f8::1]:8053/update",
+        ] {
+            assert!(check_announced_url(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:8053/update",
+            "https://127.0.0.1/update",
+            "http://192.168.1.1/update",
+            "http://10.0.0.1/update",
+            "http://[::1]/update",
+            "http://[fe80::1]/update",
+            "http://169.254.169.254/update",
+            "http://localhost/update",
+            "http://router.lan/update",
+            "http://peach.local/update",
+            "http://fritz.box.home.arpa/update",
+        ] {
+            let err = check_announced_url(bad, false).expect_err(bad);
+            assert!(err.contains("allow_private_pub_urls"), "{bad}: {err}");
+            assert!(check_announced_url(bad, true).is_ok(), "{bad}");
+        }
+        let a = Keypair::generate().id();
+        let lan =
+            json!({"type":"peach-dyndns","domain":"a.example","url":"http://192.168.1.1/update"});
+        assert!(latest_per_author(vec![(a.as_str(), 1, &lan)], false).is_empty());
+        assert_eq!(
+            latest_per_author(vec![(a.as_str(), 1, &lan)], true).len(),
+            1
+        );
+        let url = Url::parse("http://dinosaur.is/update").expect("url");
+        assert!(check_resolved(&url, &["24.12.12.12".parse().expect("ip")]).is_ok());
+        assert!(check_resolved(
+            &url,
+            &[
+                "24.12.12.12".parse().expect("ip"),
+                "127.0.0.1".parse().expect("ip")
+            ]
+        )
+        .is_err());
+        assert!(check_resolved(&url, &[]).is_err());
+    }
+
+    /// Two pubs that claim one domain are both listed and both marked,
+    /// naming each other; a third on another domain is not.
+    #[test]
+    fn two_pubs_claiming_one_domain_are_both_marked() {
+        let (a, b, c) = (
+            Keypair::generate().id(),
+            Keypair::generate().id(),
+            Keypair::generate().id(),
+        );
+        let same = json!({"type":"peach-dyndns","domain":"peach.dinosaur.is","url":"https://a.example/update"});
+        let other = json!({"type":"peach-dyndns","domain":"other.example","url":"https://c.example/update"});
+        let from_sbot = latest_per_author(
+            vec![
+                (a.as_str(), 1, &same),
+                (b.as_str(), 1, &same),
+                (c.as_str(), 1, &other),
+            ],
+            false,
+        );
+        let list = merge_with_config(&Config::default(), from_sbot);
+        assert_eq!(list.len(), 3);
+        for p in &list {
+            let id = p.pub_id.to_string();
+            if id == c {
+                assert!(!p.conflict && p.same_domain_as.is_empty());
+            } else {
+                let twin = if id == a { &b } else { &a };
+                assert!(p.conflict, "{id}");
+                assert_eq!(
+                    p.same_domain_as
+                        .iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>(),
+                    vec![twin.clone()]
+                );
+            }
+        }
+        let json = serde_json::to_value(&list).expect("json");
+        assert!(json
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|p| p["conflict"] == true));
     }
 }

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use crate::config::{Config, DnsConfig};
 use crate::directory::{Announcement, DirectoryError, PubDirectory};
 use crate::dns::{DnsAnswer, DnsCheck, DnsError};
-use crate::ip::{Addresses, Discover, IpError};
+use crate::ip::{Addresses, Discover, Found, IpError, PubIp};
 use crate::pubapi::{Accepted, PubApi, UpdateError};
 use crate::updater::Services;
 use crate::BoxFuture;
@@ -35,6 +35,10 @@ pub struct FakeDiscover {
     pub answer: Mutex<Option<Addresses>>,
     /// Calls so far.
     pub calls: Mutex<Vec<Instant>>,
+    /// The pub each call was for.
+    pub pubs: Mutex<Vec<Option<PubIp>>>,
+    /// Sources to report as skipped with each answer.
+    pub skipped: Mutex<Vec<String>>,
 }
 
 impl FakeDiscover {
@@ -57,11 +61,17 @@ impl Discover for FakeDiscover {
     fn discover<'a>(
         &'a self,
         _config: &'a Config,
-        _pub_ip_url: Option<&'a Url>,
-    ) -> BoxFuture<'a, Result<Addresses, IpError>> {
+        pub_ip: Option<&'a PubIp>,
+    ) -> BoxFuture<'a, Result<Found, IpError>> {
         lock(&self.calls).push(Instant::now());
+        lock(&self.pubs).push(pub_ip.cloned());
         let answer = *lock(&self.answer);
-        Box::pin(async move { answer.ok_or(IpError::NoAddress(Vec::new())) })
+        let skipped = lock(&self.skipped).clone();
+        Box::pin(async move {
+            answer
+                .map(|addrs| Found { addrs, skipped })
+                .ok_or(IpError::NoAddress(Vec::new()))
+        })
     }
 }
 
@@ -99,6 +109,12 @@ pub struct FakePub {
     pub names: Mutex<serde_json::Value>,
     /// The records it serves (what DNS will answer).
     pub served: Mutex<Addresses>,
+    /// More identities this fake answers as (a second pub at the same
+    /// URL, for the per-pub seq tests).
+    pub also: Mutex<Vec<Keypair>>,
+    /// What the pub's `200` answers say `seq` is: `None` echoes the
+    /// message's (a hostile pub may say anything).
+    pub answer_seq: Mutex<Option<u64>>,
 }
 
 impl FakePub {
@@ -109,6 +125,8 @@ impl FakePub {
             received: Mutex::new(Vec::new()),
             names: Mutex::new(serde_json::json!({"available": true})),
             served: Mutex::new(Addresses::default()),
+            answer_seq: Mutex::new(None),
+            also: Mutex::new(Vec::new()),
         })
     }
 
@@ -137,13 +155,19 @@ impl PubApi for FakePub {
     ) -> BoxFuture<'a, Result<Accepted, UpdateError>> {
         Box::pin(async move {
             let body = serde_json::to_vec(envelope).unwrap_or_default();
-            let opened = open_envelope(&body, &self.keypair).map_err(|e| UpdateError::Refused {
-                status: e.code().http_status(),
-                code: e.code().as_str().into(),
-                message: e.to_string(),
-                last_seq: None,
-                retry_after: None,
-            })?;
+            let also = lock(&self.also).clone();
+            let opened = also
+                .iter()
+                .find_map(|kp| open_envelope(&body, kp).ok())
+                .map_or_else(|| open_envelope(&body, &self.keypair), Ok)
+                .map_err(|e| UpdateError::Refused {
+                    status: e.code().http_status(),
+                    code: e.code(),
+                    message: e.to_string(),
+                    last_seq: None,
+                    max_seq: None,
+                    retry_after: None,
+                })?;
             let msg = opened.msg;
             lock(&self.received).push(Received {
                 at: Instant::now(),
@@ -163,7 +187,7 @@ impl PubApi for FakePub {
                         ip6: msg.ip6,
                         ttl: Some(60),
                         changed: true,
-                        seq: msg.seq,
+                        seq: lock(&self.answer_seq).unwrap_or(msg.seq),
                     })
                 }
                 Script::Fail(e) => Err(e),

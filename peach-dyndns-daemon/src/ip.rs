@@ -1,8 +1,13 @@
 //! Finding the Pi's public addresses.
 //!
-//! Sources are asked in the design's order: the pub's `GET /ip`, then the
-//! configured HTTP echo services, then (for IPv6 only) a network interface's
-//! one stable global address. An answer is believed only if it is exactly
+//! Sources are asked in the design's order: the pub's signed `GET /ip`,
+//! then the configured HTTP echo services, then (for IPv6 only) a network
+//! interface's one stable global address. The pub's answer is believed only
+//! when it is the pub's signed statement over a nonce drawn fresh for the
+//! request, signed by the very pub the update goes to
+//! ([`ip_answer::verify`]); anything else (an unsigned `{"ip":…}`, a
+//! statement by another key, an old nonce) is skipped with its reason,
+//! which the status shows. An answer is believed only if it is exactly
 //! one address, and (unless `allow_private_addresses`) a globally routable
 //! one. Nothing is ever taken from headers or error pages: a non-2xx answer,
 //! a body that is not one address, or an oversized body is refused.
@@ -10,6 +15,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use peach_dyndns_protocol::identity::PublicKey;
+use peach_dyndns_protocol::ip_answer;
 use peach_dyndns_protocol::rules::non_global_reason;
 use reqwest::Url;
 
@@ -19,6 +26,9 @@ use crate::BoxFuture;
 /// The most an answer body may hold: the longest IPv6 text is 45 bytes,
 /// `{"ip":"…"}` with some spacing fits easily; more is not an address.
 const MAX_ANSWER_BYTES: usize = 256;
+/// The most the pub's signed statement may hold: address (45), nonce (32),
+/// pub id (53) and signature (~100) with their keys are under 300 bytes.
+const MAX_SIGNED_ANSWER_BYTES: usize = 1024;
 
 /// Why a source gave no usable address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +47,14 @@ pub enum IpError {
         /// Which source.
         source_name: String,
         /// What it looked like.
+        detail: String,
+    },
+    /// The pub's `/ip` answer is not its statement signed over our nonce.
+    #[error("{source_name}: not believed: {detail}")]
+    NotSigned {
+        /// Which source.
+        source_name: String,
+        /// Why (unsigned, another key, another nonce, bad signature).
         detail: String,
     },
     /// The address is not globally routable.
@@ -97,15 +115,35 @@ impl std::fmt::Display for Addresses {
     }
 }
 
+/// The pub to ask for a signed `/ip`: the URL beside its update URL and
+/// the key its statement must be signed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubIp {
+    /// `GET` this with `?nonce=…`.
+    pub url: Url,
+    /// The pub the update goes to.
+    pub pub_id: PublicKey,
+}
+
+/// What discovery found: the addresses, and the sources skipped on the way
+/// with why (the status shows them, so a forged `/ip` is visible).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The addresses to register.
+    pub addrs: Addresses,
+    /// Sources that failed or were not believed, in words.
+    pub skipped: Vec<String>,
+}
+
 /// What the update loop asks: the current addresses, given the config and
-/// the pub's `/ip` URL. The real one is [`SourceChain`]; tests use fakes.
+/// the pub being updated. The real one is [`SourceChain`]; tests use fakes.
 pub trait Discover: Send + Sync {
     /// Finds the addresses to register.
     fn discover<'a>(
         &'a self,
         config: &'a Config,
-        pub_ip_url: Option<&'a Url>,
-    ) -> BoxFuture<'a, Result<Addresses, IpError>>;
+        pub_ip: Option<&'a PubIp>,
+    ) -> BoxFuture<'a, Result<Found, IpError>>;
 }
 
 /// The real discovery: HTTP sources in order, then the interface.
@@ -122,11 +160,14 @@ impl SourceChain {
     }
 
     /// The sources for a config, in the order they are asked.
-    pub fn sources(&self, config: &Config, pub_ip_url: Option<&Url>) -> Vec<Box<dyn IpSource>> {
+    pub fn sources(&self, config: &Config, pub_ip: Option<&PubIp>) -> Vec<Box<dyn IpSource>> {
         let mut sources: Vec<Box<dyn IpSource>> = Vec::new();
         if config.ip.use_pub {
-            if let Some(url) = pub_ip_url {
-                sources.push(Box::new(HttpSource::new(self.client.clone(), url.clone())));
+            if let Some(p) = pub_ip {
+                sources.push(Box::new(SignedPubSource::new(
+                    self.client.clone(),
+                    p.clone(),
+                )));
             }
         }
         for url in &config.ip.echo_urls {
@@ -143,10 +184,10 @@ impl Discover for SourceChain {
     fn discover<'a>(
         &'a self,
         config: &'a Config,
-        pub_ip_url: Option<&'a Url>,
-    ) -> BoxFuture<'a, Result<Addresses, IpError>> {
+        pub_ip: Option<&'a PubIp>,
+    ) -> BoxFuture<'a, Result<Found, IpError>> {
         Box::pin(async move {
-            let http = self.sources(config, pub_ip_url);
+            let http = self.sources(config, pub_ip);
             let interface = config.ip.interface.as_ref().map(|name| InterfaceSource {
                 interface: name.clone(),
                 table: config.ip.if_inet6_path.clone(),
@@ -173,7 +214,7 @@ pub async fn discover_from(
     want_v4: bool,
     want_v6: bool,
     allow_private: bool,
-) -> Result<Addresses, IpError> {
+) -> Result<Found, IpError> {
     let mut found = Addresses::default();
     let mut errors = Vec::new();
     for source in http {
@@ -194,7 +235,7 @@ pub async fn discover_from(
                 tracing::debug!(source = %source.name(), %other, "address of an unwanted family")
             }
             Err(e) => {
-                tracing::debug!(error = %e, "address source failed");
+                tracing::info!(error = %e, "address source skipped");
                 errors.push(e);
             }
         }
@@ -215,7 +256,10 @@ pub async fn discover_from(
     if found.is_empty() {
         return Err(IpError::NoAddress(errors));
     }
-    Ok(found)
+    Ok(Found {
+        addrs: found,
+        skipped: errors.iter().map(|e| e.to_string()).collect(),
+    })
 }
 
 /// Refuses a non-global address unless private ones are allowed.
@@ -290,6 +334,93 @@ impl IpSource for HttpSource {
     fn address(&self) -> BoxFuture<'_, Result<IpAddr, IpError>> {
         Box::pin(self.fetch())
     }
+}
+
+/// The pub's `GET /ip?nonce=<32 hex>` with `Accept: application/json`:
+/// believed only as the pub's signed statement over the nonce drawn for
+/// this request.
+#[derive(Debug, Clone)]
+pub struct SignedPubSource {
+    /// The client (timeouts, no proxy and no redirects set by the caller).
+    client: reqwest::Client,
+    /// Where to ask and whose signature to expect.
+    pub_ip: PubIp,
+}
+
+impl SignedPubSource {
+    /// A source that asks `pub_ip.url` and believes only `pub_ip.pub_id`.
+    pub fn new(client: reqwest::Client, pub_ip: PubIp) -> SignedPubSource {
+        SignedPubSource { client, pub_ip }
+    }
+
+    async fn fetch(&self) -> Result<IpAddr, IpError> {
+        let name = self.pub_ip.url.to_string();
+        let http = |detail: String| IpError::Http {
+            source_name: name.clone(),
+            detail,
+        };
+        let nonce = fresh_nonce();
+        let mut url = self.pub_ip.url.clone();
+        url.query_pairs_mut().clear().append_pair("nonce", &nonce);
+        let mut response = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| http(crate::pubapi::describe_reqwest(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(http(format!("answered HTTP {status}")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| http(crate::pubapi::describe_reqwest(&e)))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_SIGNED_ANSWER_BYTES {
+                return Err(IpError::Answer {
+                    source_name: name,
+                    detail: format!("the body is longer than {MAX_SIGNED_ANSWER_BYTES} bytes"),
+                });
+            }
+        }
+        verify_pub_answer(&name, &body, &self.pub_ip.pub_id, &nonce)
+    }
+}
+
+impl IpSource for SignedPubSource {
+    fn name(&self) -> String {
+        self.pub_ip.url.to_string()
+    }
+
+    fn address(&self) -> BoxFuture<'_, Result<IpAddr, IpError>> {
+        Box::pin(self.fetch())
+    }
+}
+
+/// 16 bytes from the OS random source as 32 hex digits.
+pub fn fresh_nonce() -> String {
+    use rand_core::RngCore as _;
+    let mut random = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut random);
+    ip_answer::nonce_from(random)
+}
+
+/// The pub's answer, believed only when it is `pub_id`'s signed statement
+/// over `nonce`.
+pub fn verify_pub_answer(
+    source_name: &str,
+    body: &[u8],
+    pub_id: &PublicKey,
+    nonce: &str,
+) -> Result<IpAddr, IpError> {
+    ip_answer::verify(body, pub_id, nonce).map_err(|e| IpError::NotSigned {
+        source_name: source_name.to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// Reads one address from an answer body: plain text (surrounding
@@ -449,8 +580,9 @@ mod tests {
         let got = discover_from(&http, None, true, true, false)
             .await
             .expect("found");
-        assert_eq!(got.ip, Some("24.12.12.12".parse().expect("v4")));
-        assert_eq!(got.ip6, None);
+        assert_eq!(got.addrs.ip, Some("24.12.12.12".parse().expect("v4")));
+        assert_eq!(got.addrs.ip6, None);
+        assert_eq!(got.skipped.len(), 2, "{:?}", got.skipped);
     }
 
     #[tokio::test]
@@ -461,18 +593,139 @@ mod tests {
             .await
             .expect("found");
         assert_eq!(
-            (got.ip, got.ip6),
+            (got.addrs.ip, got.addrs.ip6),
             (None, Some("2a01:4f8::1".parse().expect("v6")))
         );
         let got = discover_from(&http, Some(&iface), true, true, true)
             .await
             .expect("found");
-        assert_eq!(got.ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(got.addrs.ip, Some(Ipv4Addr::LOCALHOST));
         // IPv6 off: the interface is not asked.
         let err = discover_from(&http, Some(&iface), true, false, false)
             .await
             .expect_err("nothing");
         assert!(err.to_string().contains("loopback"), "{err}");
+    }
+
+    /// A pub `/ip` on loopback that answers what the test chose for the
+    /// nonce it got: the signed statement by `signer`, or something else.
+    async fn fake_pub_ip(
+        answer: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> (Url, tokio::task::JoinHandle<()>) {
+        use warp::Filter as _;
+        let answer = std::sync::Arc::new(answer);
+        let route = warp::path("ip")
+            .and(warp::header::exact("accept", "application/json"))
+            .and(warp::query::<std::collections::HashMap<String, String>>())
+            .map(move |q: std::collections::HashMap<String, String>| {
+                answer(q.get("nonce").map(String::as_str).unwrap_or(""))
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(warp::serve(route).incoming(listener).run());
+        (Url::parse(&format!("http://{addr}/ip")).expect("url"), task)
+    }
+
+    fn client() -> reqwest::Client {
+        crate::pubapi::http_client(std::time::Duration::from_secs(2)).expect("client")
+    }
+
+    /// The pub's `/ip` is believed only as its statement signed over the
+    /// fresh nonce sent with the request.
+    #[tokio::test]
+    async fn the_pubs_signed_ip_is_believed() {
+        use peach_dyndns_protocol::identity::Keypair;
+        let pub_kp = Keypair::generate();
+        let signer = pub_kp.clone();
+        let (url, _task) = fake_pub_ip(move |nonce| {
+            let a = ip_answer::sign(ip("24.12.12.12"), nonce, &signer).expect("sign");
+            serde_json::to_string(&a).expect("json")
+        })
+        .await;
+        let source = SignedPubSource::new(
+            client(),
+            PubIp {
+                url,
+                pub_id: pub_kp.public(),
+            },
+        );
+        assert_eq!(source.address().await, Ok(ip("24.12.12.12")));
+    }
+
+    /// Regression (v1 believed any `/ip` answer): an unsigned answer, one
+    /// signed by another key, one replaying an old nonce and one whose
+    /// address was changed are skipped with the reason, and the echo
+    /// service's address is used instead.
+    #[tokio::test]
+    async fn a_forged_or_unsigned_pub_ip_is_skipped_with_the_reason() {
+        use peach_dyndns_protocol::identity::Keypair;
+        let pub_kp = Keypair::generate();
+        let hostile = Keypair::generate();
+        let sign_as = |kp: &Keypair, nonce: &str, addr: &str| {
+            ip_answer::sign(ip(addr), nonce, kp).expect("sign")
+        };
+        let old_nonce = fresh_nonce();
+        let (h, p) = (hostile.clone(), pub_kp.clone());
+        type Answer = Box<dyn Fn(&str) -> String + Send + Sync>;
+        let forgeries: Vec<(&str, Answer)> = vec![
+            (
+                "unsigned",
+                Box::new(|_: &str| r#"{"ip":"6.6.6.6"}"#.to_string()),
+            ),
+            ("plain text", Box::new(|_: &str| "6.6.6.6\n".to_string())),
+            (
+                "another key",
+                Box::new(move |n: &str| {
+                    serde_json::to_string(&sign_as(&h, n, "6.6.6.6")).expect("json")
+                }),
+            ),
+            (
+                "an old nonce",
+                Box::new({
+                    let p = p.clone();
+                    move |_: &str| {
+                        serde_json::to_string(&sign_as(&p, &old_nonce, "6.6.6.6")).expect("json")
+                    }
+                }),
+            ),
+            (
+                "a changed address",
+                Box::new(move |n: &str| {
+                    let mut a = sign_as(&p, n, "24.12.12.12");
+                    a.ip = ip("6.6.6.6");
+                    serde_json::to_string(&a).expect("json")
+                }),
+            ),
+        ];
+        for (what, answer) in forgeries {
+            let (url, _task) = fake_pub_ip(answer).await;
+            let http: Vec<Box<dyn IpSource>> = vec![
+                Box::new(SignedPubSource::new(
+                    client(),
+                    PubIp {
+                        url: url.clone(),
+                        pub_id: pub_kp.public(),
+                    },
+                )),
+                Box::new(Fixed("echo", Ok(ip("24.12.12.13")))),
+            ];
+            let got = discover_from(&http, None, true, false, false)
+                .await
+                .expect(what);
+            assert_eq!(
+                got.addrs.ip,
+                Some("24.12.12.13".parse().expect("v4")),
+                "{what}"
+            );
+            assert_eq!(got.skipped.len(), 1, "{what}: {:?}", got.skipped);
+            assert!(
+                got.skipped[0].contains(url.as_str()) && got.skipped[0].contains("not believed"),
+                "{what}: {:?}",
+                got.skipped
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! peach-dyndns-daemon keeps a PeachCloud Pi's name (`eb4890.peach.dinosaur.is`)
 //! pointed at the Pi's public addresses. Every minute it finds its addresses
-//! (the pub's `/ip`, echo services, an interface's stable IPv6), and when
+//! (the pub's signed `/ip`, echo services, an interface's stable IPv6), and when
 //! they changed it signs an update with the Pi's SSB key, seals it to the
 //! pub's key and posts it to the pub; then it asks the pub's DNS whether the
 //! name answers with those addresses. It tells peach-web and the owner how
@@ -11,7 +11,7 @@
 //!
 //! - [`config`]: the TOML config with named defaults, `load`, validation,
 //!   and the in-place edit behind the `configure` RPC.
-//! - [`state`]: the state file (last seq, addresses, result), written
+//! - [`state`]: the state file (seq per pub, addresses, result), written
 //!   atomically.
 //! - [`secret`]: loading the SSB secret, refusing one others can read.
 //! - [`ip`]: address discovery behind [`ip::IpSource`] / [`ip::Discover`].

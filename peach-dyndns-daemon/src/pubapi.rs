@@ -16,6 +16,11 @@ use crate::BoxFuture;
 /// The most of an answer body the daemon reads: the pub's answers are a
 /// few hundred bytes; anything far larger is not the pub speaking.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// The longest `Retry-After` believed: a day. The header comes from
+/// outside (`Retry-After: 18446744073709551615` once made the daemon panic
+/// in `Instant` arithmetic); a pub that wants a Pi to wait longer than a
+/// day is not one to wait for, and the daily refresh would come due anyway.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The pub's answer to an accepted update.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,13 +59,16 @@ pub enum UpdateError {
     Refused {
         /// HTTP status.
         status: u16,
-        /// The wire code, e.g. `not_followed`.
-        code: String,
+        /// The wire code, e.g. [`ErrorCode::NotFollowed`].
+        code: ErrorCode,
         /// The pub's words.
         message: String,
-        /// With `stale_seq`: the last seq the pub accepted.
+        /// With `stale_seq` and `invalid_seq`: the last seq the pub says it
+        /// accepted (believed only within a day of our clock).
         last_seq: Option<u64>,
-        /// From the `Retry-After` header.
+        /// With `invalid_seq`: the largest seq the pub says it accepts now.
+        max_seq: Option<u64>,
+        /// From the `Retry-After` header, at most [`MAX_RETRY_AFTER`].
         retry_after: Option<Duration>,
     },
     /// Something answered, but not the way the pub's API does.
@@ -84,23 +92,18 @@ impl UpdateError {
     pub fn is_retryable(&self) -> bool {
         match self {
             UpdateError::Unreachable { .. } => true,
-            UpdateError::Refused { status, code, .. } => match ErrorCode::from_wire(code) {
-                Some(code) => code.is_retryable(),
-                None => *status == 429 || *status >= 500,
-            },
+            UpdateError::Refused { code, .. } => code.is_retryable(),
             UpdateError::BadAnswer { status, .. } => {
                 *status == 408 || *status == 429 || *status >= 500
             }
         }
     }
 
-    /// A short code for status and logs: the wire code, or `unreachable`
-    /// / `bad_answer`.
-    pub fn code(&self) -> &str {
+    /// The pub's wire code, when it answered with one.
+    pub fn wire_code(&self) -> Option<ErrorCode> {
         match self {
-            UpdateError::Unreachable { .. } => "unreachable",
-            UpdateError::Refused { code, .. } => code,
-            UpdateError::BadAnswer { .. } => "bad_answer",
+            UpdateError::Refused { code, .. } => Some(*code),
+            UpdateError::Unreachable { .. } | UpdateError::BadAnswer { .. } => None,
         }
     }
 
@@ -274,40 +277,55 @@ async fn read_json(
 }
 
 /// An error answer: the design's `{"ok":false,"error","message"}`, or a
-/// bad answer when it is not that shape.
+/// bad answer when it is not that shape. A code this daemon does not know
+/// is a bad answer too (its HTTP status then decides whether to retry), so
+/// the daemon never acts on a guessed code.
 fn refusal(
     url: &Url,
     status: u16,
     retry_after: Option<Duration>,
     value: &serde_json::Value,
 ) -> UpdateError {
-    match value.get("error").and_then(|v| v.as_str()) {
-        Some(code) => UpdateError::Refused {
-            status,
-            code: code.to_string(),
-            message: value
-                .get("message")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .chars()
-                .take(500)
-                .collect(),
-            last_seq: value.get("last_seq").and_then(|v| v.as_u64()),
-            retry_after,
-        },
-        None => UpdateError::BadAnswer {
-            url: url.to_string(),
-            status,
-            detail: "the answer has no `error` code".into(),
-            retry_after,
-        },
+    let bad = |detail: String| UpdateError::BadAnswer {
+        url: url.to_string(),
+        status,
+        detail,
+        retry_after,
+    };
+    let Some(wire) = value.get("error").and_then(|v| v.as_str()) else {
+        return bad("the answer has no `error` code".into());
+    };
+    let Some(code) = ErrorCode::from_wire(wire) else {
+        let wire: String = wire.chars().take(40).collect();
+        return bad(format!("the answer has an unknown error code {wire:?}"));
+    };
+    UpdateError::Refused {
+        status,
+        code,
+        message: value
+            .get("message")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .chars()
+            .take(500)
+            .collect(),
+        last_seq: value.get("last_seq").and_then(|v| v.as_u64()),
+        max_seq: value.get("max_seq").and_then(|v| v.as_u64()),
+        retry_after,
     }
 }
 
-/// `Retry-After` in delta-seconds (the form the pub sends). HTTP dates are
-/// not used by the pub and are ignored (the backoff applies instead).
+/// `Retry-After` in delta-seconds (the form the pub sends), clamped to
+/// [`MAX_RETRY_AFTER`]; a number too large even for `u64` is the maximum
+/// too. HTTP dates are not used by the pub and are ignored (the backoff
+/// applies instead).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs = digits.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// A reqwest error in words, with its cause chain (reqwest's own Display
@@ -335,11 +353,15 @@ pub fn describe_reqwest(e: &reqwest::Error) -> String {
 }
 
 /// The daemon's HTTP client: request timeout, no proxy (a proxy would make
-/// `/ip` report the proxy's address), a user agent naming the daemon.
+/// `/ip` report the proxy's address), no redirects (a pub or echo service
+/// that answers 3xx is not followed anywhere, so an announced URL cannot
+/// bounce the Pi's requests to a host it would not have asked), a user
+/// agent naming the daemon.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .user_agent(concat!("peach-dyndns-daemon/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -350,13 +372,13 @@ mod tests {
     use super::*;
 
     fn refused(status: u16, code: &str) -> UpdateError {
-        UpdateError::Refused {
+        let url = Url::parse("http://x/update").expect("url");
+        refusal(
+            &url,
             status,
-            code: code.into(),
-            message: String::new(),
-            last_seq: None,
-            retry_after: None,
-        }
+            None,
+            &serde_json::json!({"ok": false, "error": code, "message": ""}),
+        )
     }
 
     #[test]
@@ -390,6 +412,37 @@ mod tests {
         assert!(!html(404).is_retryable());
     }
 
+    /// Codes are read into [`ErrorCode`] once; an unknown one is no code
+    /// at all (a bad answer), never a guess.
+    #[test]
+    fn wire_codes_are_typed() {
+        assert_eq!(
+            refused(409, "stale_seq").wire_code(),
+            Some(ErrorCode::StaleSeq)
+        );
+        assert_eq!(refused(418, "some_future_code").wire_code(), None);
+        let url = Url::parse("http://x/update").expect("url");
+        let e = refusal(
+            &url,
+            422,
+            None,
+            &serde_json::json!({"ok": false, "error": "invalid_seq", "message": "ahead",
+                                "last_seq": 5, "max_seq": 86_400_005u64}),
+        );
+        assert!(
+            matches!(
+                e,
+                UpdateError::Refused {
+                    code: ErrorCode::InvalidSeq,
+                    last_seq: Some(5),
+                    max_seq: Some(86_400_005),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn urls_beside_the_update_url() {
         let u = Url::parse("http://dinosaur.is:8053/update").expect("url");
@@ -413,5 +466,19 @@ mod tests {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after(" 5 "), Some(Duration::from_secs(5)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-5"), None);
+    }
+
+    /// Regression: `Retry-After: 18446744073709551615` (and larger) made
+    /// the daemon panic adding it to an `Instant`; it is clamped to a day.
+    #[test]
+    fn a_huge_retry_after_is_clamped_to_a_day() {
+        for huge in ["18446744073709551615", "99999999999999999999999", "86401"] {
+            assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(
+            parse_retry_after("86400"),
+            Some(Duration::from_secs(86_400))
+        );
     }
 }

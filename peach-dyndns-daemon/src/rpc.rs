@@ -9,8 +9,8 @@
 //! | `get_config` | none | the config as JSON, plus `config_path` |
 //! | `configure` | `{name, pub_id, url?, domain?, enabled?}` | the new config |
 //! | `update_now` | none | the status after a forced check |
-//! | `list_pubs` | none | `[{pub_id, domain, url, ttl?, origin}]` |
-//! | `check_name` | `{name, pub_id?}` | `{name, fqdn, available, reason?, yours, …}` |
+//! | `list_pubs` | none | `[{pub_id, domain, url, ttl?, origin, conflict, same_domain_as?}]`: full ids and URLs; only pubs the Pi follows |
+//! | `check_name` | `{name, pub_id?}` | `{name, fqdn, available, reason?, yours, …}`; `yours` from the daemon's own state |
 //! | `accept_invite` | `{invite}` | `true` |
 //!
 //! Errors besides JSON-RPC's own (−32700 parse error, −32600 invalid
@@ -298,15 +298,18 @@ async fn check_name(s: &Shared, p: CheckNameParams) -> Result<Value, Error> {
         .check_name(&pub_.url, &p.name)
         .await
         .map_err(|e: UpdateError| error(codes::PUB, e.to_string()))?;
-    // Ours if the pub says we own it, or if the pub last accepted it from us.
-    let status = s.status();
-    let owner = answer.get("owner").and_then(Value::as_str);
-    let yours = (owner.is_some() && owner == status.public_key.as_deref())
-        || (status.fqdn.as_deref() == Some(fqdn.as_str()) && status.last_success_at.is_some());
+    // Ours when this daemon's own state says it holds that name at that
+    // pub (the pub no longer says who holds a name).
+    let yours = s
+        .status()
+        .registered
+        .is_some_and(|r| r.fqdn == fqdn && r.pub_id.parse::<PublicKey>().ok() == Some(pub_.pub_id));
     let mut out = match answer {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
     };
+    // A pub that still says who holds a name is not repeated.
+    out.remove("owner");
     out.insert("name".into(), Value::from(p.name));
     out.insert("fqdn".into(), Value::from(fqdn));
     out.insert("yours".into(), Value::Bool(yours));

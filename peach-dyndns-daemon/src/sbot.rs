@@ -1,6 +1,12 @@
 //! The real [`PubDirectory`]: the Pi's local sbot over muxrpc
 //! (`peach-dyndns-sbot`), connected as the sbot's own identity (the secret
 //! the daemon signs with), one short connection per call.
+//!
+//! Announcements are listed only from authors the Pi follows
+//! (`friends.isFollowing` from the Pi's id to the author, asked per author;
+//! a failed call fails the whole listing, never lets an author through).
+//! An `http://` URL whose host is a name is resolved, and dropped when it
+//! resolves to a non-public address (unless `sbot.allow_private_pub_urls`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +16,8 @@ use serde_json::Value;
 
 use crate::config::SbotConfig;
 use crate::directory::{
-    latest_per_author, Announcement, DirectoryError, PubDirectory, ANNOUNCEMENT_TYPE,
+    check_resolved, latest_per_author, Announcement, DirectoryError, PubDirectory,
+    ANNOUNCEMENT_TYPE,
 };
 use crate::secret::load_secret;
 use crate::BoxFuture;
@@ -80,7 +87,8 @@ impl SbotDirectory {
         }
     }
 
-    async fn connect(&self) -> Result<Sbot, DirectoryError> {
+    /// Connects as the Pi's identity; also returns that identity's id.
+    async fn connect(&self) -> Result<(Sbot, String), DirectoryError> {
         let keypair = load_secret(&self.secret_path).map_err(|e| self.err(e))?;
         let addr = tokio::net::lookup_host(&self.config.address)
             .await
@@ -88,23 +96,49 @@ impl SbotDirectory {
             .next()
             .ok_or_else(|| self.err("the address resolves to nothing"))?;
         let mux = MuxConfig::new(addr, keypair.id());
-        Sbot::connect(
+        let sbot = Sbot::connect(
             &mux,
             keypair.signing_key(),
-            Duration::from_secs(self.config.timeout_secs),
+            Duration::from_secs(
+                self.config
+                    .timeout_secs
+                    .min(crate::config::MAX_TIMEOUT_SECS),
+            ),
         )
         .await
-        .map_err(|e| self.err(e))
+        .map_err(|e| self.err(e))?;
+        Ok((sbot, keypair.id()))
     }
 
     async fn read_announcements(&self) -> Result<Vec<Announcement>, DirectoryError> {
-        let sbot = self.connect().await?;
+        let (sbot, me) = self.connect().await?;
+        let result = self.followed_announcements(&sbot, &me).await;
+        let _ = sbot.close().await;
+        let list = result?;
+        if self.config.allow_private_pub_urls {
+            return Ok(list);
+        }
+        let mut public = Vec::with_capacity(list.len());
+        for a in list {
+            match self.check_host(&a).await {
+                Ok(()) => public.push(a),
+                Err(e) => tracing::warn!(pub_id = %a.pub_id, error = %e, "skipping announcement"),
+            }
+        }
+        Ok(public)
+    }
+
+    /// Each author's latest valid announcement, kept only when the Pi
+    /// (`me`) follows the author.
+    async fn followed_announcements(
+        &self,
+        sbot: &Sbot,
+        me: &str,
+    ) -> Result<Vec<Announcement>, DirectoryError> {
         let messages = sbot
             .messages_by_type(ANNOUNCEMENT_TYPE)
             .await
-            .map_err(|e| self.err(e));
-        let _ = sbot.close().await;
-        let messages = messages?;
+            .map_err(|e| self.err(e))?;
         let triples: Vec<(&str, u64, &Value)> = messages
             .iter()
             .filter_map(|m| {
@@ -116,12 +150,49 @@ impl SbotDirectory {
                 ))
             })
             .collect();
-        Ok(latest_per_author(triples))
+        let mut followed = Vec::new();
+        for a in latest_per_author(triples, self.config.allow_private_pub_urls) {
+            let author = a.pub_id.to_string();
+            if sbot
+                .is_following(me, &author)
+                .await
+                .map_err(|e| self.err(e))?
+            {
+                followed.push(a);
+            } else {
+                tracing::info!(%author, "skipping the announcement of a pub this Pi does not follow");
+            }
+        }
+        Ok(followed)
+    }
+
+    /// An `http://` URL with a host name must resolve to public addresses
+    /// only. (The name is resolved again when the update is sent; see
+    /// docs/daemon.md on what that leaves open.)
+    async fn check_host(&self, a: &Announcement) -> Result<(), String> {
+        if a.url.scheme() != "http" {
+            return Ok(());
+        }
+        let Some(host) = a.url.host_str() else {
+            return Err(format!("{} has no host", a.url));
+        };
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if literal.parse::<std::net::IpAddr>().is_ok() {
+            // Checked when the announcement was read.
+            return Ok(());
+        }
+        let port = a.url.port_or_known_default().unwrap_or(80);
+        let addrs: Vec<std::net::IpAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("{} does not resolve: {e}", a.url))?
+            .map(|s| s.ip())
+            .collect();
+        check_resolved(&a.url, &addrs)
     }
 
     async fn accept(&self, code: &str) -> Result<(), DirectoryError> {
         let invite = parse_invite(code).map_err(DirectoryError::Invite)?;
-        let sbot = self.connect().await?;
+        let (sbot, _me) = self.connect().await?;
         // ssb-server 16 crashes in its gossip scheduler a few seconds after
         // `invite.accept` unless it already knows the pub's address
         // (FIELD-NOTES "Trap 1"): tell it first.

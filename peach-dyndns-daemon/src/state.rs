@@ -1,16 +1,28 @@
 //! The state file (`/var/lib/peach-dyndns/state.json`): what the daemon
 //! must remember across restarts, written atomically.
 //!
-//! The one value that matters for correctness is `last_seq`: the server
-//! refuses a `seq` that is not above the last it accepted. The daemon
-//! reserves a `seq` here *before* it sends it, so a crash between sending
-//! and saving can never make it reuse one. Losing the file is survivable:
-//! `seq` falls back to the wall clock in milliseconds.
+//! The one value that matters for correctness is the last `seq` signed for
+//! each pub (`seqs`): a pub refuses a `seq` that is not above the last it
+//! accepted from the key. The daemon reserves a `seq` here *before* it
+//! sends it, so a crash between sending and saving can never make it reuse
+//! one. It is kept per pub because each pub keeps its own count, and so
+//! that one pub's answers can never move the `seq` sent to another. Losing
+//! the file is survivable: `seq` falls back to the wall clock in
+//! milliseconds.
+//!
+//! A v1 state file had one `last_seq` for the pub it names in `pub_id`;
+//! [`State::migrate_v1`] moves it under that pub when it is believable
+//! (within a day of the clock), and otherwise drops it, which is safe
+//! because the next `seq` then comes from the clock, and a pub that holds a
+//! later one says so with `stale_seq`.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use peach_dyndns_protocol::identity::PublicKey;
+use peach_dyndns_protocol::rules;
 use serde::{Deserialize, Serialize};
 
 /// What went wrong reading or writing the state file.
@@ -59,9 +71,15 @@ pub struct LastResult {
 /// daemon can read a newer file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
-    /// The highest `seq` this daemon has signed (reserved before sending).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A v1 file's single `last_seq`: read for [`State::migrate_v1`], never
+    /// written again.
+    #[serde(default, skip_serializing)]
     pub last_seq: Option<u64>,
+    /// Per pub id: the highest `seq` this daemon has signed for that pub
+    /// (reserved before sending). Use [`State::seq`] and
+    /// [`State::set_seq`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seqs: BTreeMap<String, u64>,
     /// The name the pub last accepted, e.g. `eb4890.peach.dinosaur.is`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fqdn: Option<String>,
@@ -96,6 +114,44 @@ pub struct State {
     /// The pub's DNS answered with the accepted addresses.
     #[serde(default)]
     pub dns_verified: bool,
+}
+
+impl State {
+    /// The highest `seq` signed for `pub_id`.
+    pub fn seq(&self, pub_id: &PublicKey) -> Option<u64> {
+        self.seqs.get(&pub_id.to_string()).copied()
+    }
+
+    /// Records `seq` as the highest signed for `pub_id`.
+    pub fn set_seq(&mut self, pub_id: &PublicKey, seq: u64) {
+        self.seqs.insert(pub_id.to_string(), seq);
+    }
+
+    /// Moves a v1 file's single `last_seq` under the pub the file names,
+    /// when it is believable at `now_ms` (no more than a day ahead);
+    /// otherwise drops it. Returns whether anything changed.
+    pub fn migrate_v1(&mut self, now_ms: u64) -> bool {
+        let Some(old) = self.last_seq.take() else {
+            return false;
+        };
+        let pub_id = self
+            .pub_id
+            .as_deref()
+            .and_then(|p| p.parse::<PublicKey>().ok());
+        match pub_id {
+            Some(pub_id) if rules::believable_last_seq(old, now_ms) => {
+                let seq = self.seq(&pub_id).map_or(old, |s| s.max(old));
+                self.set_seq(&pub_id, seq);
+                tracing::info!(%pub_id, seq, "moved the v1 state's last_seq under its pub");
+            }
+            _ => tracing::warn!(
+                old,
+                "dropping the v1 state's last_seq (no pub, or more than a day ahead); \
+                 the next seq comes from the clock"
+            ),
+        }
+        true
+    }
 }
 
 /// Reads and writes the state file at one path.
@@ -200,8 +256,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = StateStore::new(dir.path().join("state.json"));
         assert_eq!(store.load().expect("load"), State::default());
-        let state = State {
-            last_seq: Some(1_764_000_000_123),
+        let pub_id = peach_dyndns_protocol::identity::Keypair::generate().public();
+        let mut state = State {
             fqdn: Some("eb4890.peach.dinosaur.is".into()),
             ip: Some(Ipv4Addr::new(24, 12, 12, 12)),
             dns_verified: true,
@@ -212,6 +268,7 @@ mod tests {
             }),
             ..State::default()
         };
+        state.set_seq(&pub_id, 1_764_000_000_123);
         store.save(&state).expect("save");
         assert_eq!(store.load().expect("load"), state);
         // No temporary file is left behind.
@@ -248,6 +305,38 @@ mod tests {
             StateStore::new(&path).load().expect("load").last_seq,
             Some(5)
         );
+    }
+
+    /// A v1 file's one `last_seq` goes under the pub it names; one more
+    /// than a day ahead of the clock, or with no pub, is dropped; it is
+    /// never written back.
+    #[test]
+    fn the_v1_last_seq_is_migrated_under_its_pub_or_dropped() {
+        let now = 1_764_000_000_000;
+        let pub_id = peach_dyndns_protocol::identity::Keypair::generate().public();
+        let v1 = |seq: u64, with_pub: bool| {
+            let text = if with_pub {
+                format!(r#"{{"last_seq": {seq}, "pub_id": "{pub_id}", "fqdn": "a.b.c"}}"#)
+            } else {
+                format!(r#"{{"last_seq": {seq}}}"#)
+            };
+            serde_json::from_str::<State>(&text).expect("v1 state")
+        };
+        let mut s = v1(now - 5, true);
+        assert!(s.migrate_v1(now));
+        assert_eq!(s.seq(&pub_id), Some(now - 5));
+        assert_eq!(s.last_seq, None);
+        let json = serde_json::to_value(&s).expect("json");
+        assert!(json.get("last_seq").is_none(), "{json}");
+        assert_eq!(json["seqs"][pub_id.to_string()], now - 5);
+        assert!(!s.migrate_v1(now), "a second migration changes nothing");
+
+        let mut s = v1(u64::MAX - 1, true);
+        assert!(s.migrate_v1(now));
+        assert_eq!(s.seq(&pub_id), None, "2^64-2 is not believable");
+        let mut s = v1(now, false);
+        assert!(s.migrate_v1(now));
+        assert!(s.seqs.is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use peach_dyndns_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 /// The daemon's state, as the design names them.
@@ -34,6 +35,59 @@ impl Phase {
             Phase::Disabled => "disabled",
         }
     }
+}
+
+/// What went wrong, as a type: the daemon decides on this, never on the
+/// text of a code. [`Problem::as_str`] is what the status JSON shows as
+/// `last_error_code` (the pub's wire code for a refusal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Problem {
+    /// The SSB secret could not be read (or others can read it).
+    Secret,
+    /// The local sbot could not be asked for announcements.
+    Sbot,
+    /// No announcement from the configured pub (among those followed).
+    NoPub,
+    /// No source gave an acceptable address.
+    NoAddress,
+    /// The pub did not answer.
+    Unreachable,
+    /// Something answered, but not as the pub's API does.
+    BadAnswer,
+    /// The pub said its last `seq` is more than a day ahead of our clock
+    /// (`2^64 - 2`, say): not believed, so not followed there.
+    SeqNotBelieved,
+    /// The pub accepted, but its DNS does not answer with our addresses.
+    DnsMismatch,
+    /// The pub refused with this code.
+    Refused(ErrorCode),
+}
+
+impl Problem {
+    /// The code shown in the status (`last_error_code`) and state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Problem::Secret => "secret",
+            Problem::Sbot => "sbot",
+            Problem::NoPub => "no_pub",
+            Problem::NoAddress => "no_address",
+            Problem::Unreachable => "unreachable",
+            Problem::BadAnswer => "bad_answer",
+            Problem::SeqNotBelieved => "seq_not_believed",
+            Problem::DnsMismatch => "dns_mismatch",
+            Problem::Refused(code) => code.as_str(),
+        }
+    }
+}
+
+/// The name this daemon holds: the pub that last accepted it from this
+/// key, and the full name (what `check_name` calls "yours").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The pub's id.
+    pub pub_id: String,
+    /// The full name, e.g. `eb4890.peach.dinosaur.is`.
+    pub fqdn: String,
 }
 
 /// A snapshot of everything the `status` RPC reports. Times are Unix
@@ -71,8 +125,21 @@ pub struct Status {
     /// The last error in words (cleared by success).
     pub last_error: Option<String>,
     /// Its code: a wire code (`not_followed`, …) or a local one
-    /// (`unreachable`, `no_address`, `secret`, `no_pub`, `dns_mismatch`).
+    /// (`unreachable`, `no_address`, `secret`, `no_pub`, `dns_mismatch`,
+    /// `seq_not_believed`, `bad_answer`): [`Problem::as_str`] of
+    /// [`Status::problem`].
     pub last_error_code: Option<String>,
+    /// The same as a type, for the daemon's own decisions (`--once`'s exit
+    /// code); not in the JSON, which has `last_error_code`.
+    #[serde(skip)]
+    pub problem: Option<Problem>,
+    /// The name this daemon holds, and at which pub (from the state file).
+    #[serde(default)]
+    pub registered: Option<Registered>,
+    /// Address sources the last check skipped, with why (a pub `/ip` that
+    /// was not signed by the pub, an echo service that failed, …).
+    #[serde(default)]
+    pub skipped_sources: Vec<String>,
     /// When the next check is due; `None` while waiting for a config
     /// change.
     pub next_check_at: Option<u64>,
@@ -87,6 +154,14 @@ pub struct Status {
     pub failures: u32,
     /// Checks made since start.
     pub checks: u64,
+}
+
+impl Status {
+    /// Sets (or clears) the problem and its code together.
+    pub fn set_problem(&mut self, problem: Option<Problem>) {
+        self.problem = problem;
+        self.last_error_code = problem.map(|p| p.as_str().to_string());
+    }
 }
 
 /// Now, in Unix milliseconds.

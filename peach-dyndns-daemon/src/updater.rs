@@ -12,20 +12,21 @@ use std::time::Duration;
 
 use peach_dyndns_protocol::identity::{Keypair, PublicKey};
 use peach_dyndns_protocol::message::{Op, UpdateMsg};
-use peach_dyndns_protocol::rules::next_seq;
+use peach_dyndns_protocol::rules::{believable_last_seq, max_seq, next_seq};
 use peach_dyndns_protocol::seal::seal_update;
+use peach_dyndns_protocol::ErrorCode;
 use reqwest::Url;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{max_interval, Config};
 use crate::directory::{DirectoryError, PubDirectory};
 use crate::dns::DnsCheck;
-use crate::ip::{Addresses, Discover};
-use crate::pubapi::{ip_url, Accepted, PubApi, UpdateError};
+use crate::ip::{Addresses, Discover, PubIp};
+use crate::pubapi::{ip_url, Accepted, PubApi, UpdateError, MAX_RETRY_AFTER};
 use crate::secret::load_secret;
 use crate::state::{LastResult, State, StateStore};
-use crate::status::{Phase, Status};
+use crate::status::{Phase, Problem, Registered, Status};
 
 /// After an accepted update whose records DNS does not show yet, the next
 /// check comes this soon, so the panel turns green within seconds.
@@ -75,6 +76,13 @@ pub fn random_jitter() -> Jitter {
     })
 }
 
+/// `now + d` for a delay that may come from outside (config, `Retry-After`):
+/// clamped to the longest interval first, so it can never overflow.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(max_interval()))
+        .expect("invariant: a week after now is a valid Instant")
+}
+
 /// The exponential backoff before jitter: `min · 2^(failures-1)`, capped at
 /// `max`.
 pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
@@ -107,6 +115,112 @@ struct Target {
     domain: String,
 }
 
+/// Why a check did not end with the pub holding our addresses: a type, so
+/// what is retried, what parks and what counts as "sent" is decided on
+/// variants, never on the text of a code.
+#[derive(Debug, Clone)]
+enum Failure {
+    /// The SSB secret could not be read.
+    Secret(String),
+    /// The local sbot could not be asked.
+    Sbot(String),
+    /// No announcement from the configured pub.
+    NoPub(String),
+    /// No acceptable address.
+    NoAddress(String),
+    /// The update (or the release before it) went out and failed.
+    Update {
+        /// What it was, for a person (`releasing eb4890.…`), if not the
+        /// update itself.
+        context: Option<String>,
+        /// How it failed.
+        error: UpdateError,
+    },
+    /// The pub said its last seq is `theirs`, more than a day ahead of our
+    /// clock: not believed, and retrying would only hear it again.
+    SeqNotBelieved {
+        /// Where.
+        url: String,
+        /// What it claimed.
+        theirs: u64,
+    },
+}
+
+impl Failure {
+    fn update(error: UpdateError) -> Failure {
+        Failure::Update {
+            context: None,
+            error,
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        match self {
+            Failure::Secret(_) => Problem::Secret,
+            Failure::Sbot(_) => Problem::Sbot,
+            Failure::NoPub(_) => Problem::NoPub,
+            Failure::NoAddress(_) => Problem::NoAddress,
+            Failure::Update { error, .. } => match error {
+                UpdateError::Unreachable { .. } => Problem::Unreachable,
+                UpdateError::Refused { code, .. } => Problem::Refused(*code),
+                UpdateError::BadAnswer { .. } => Problem::BadAnswer,
+            },
+            Failure::SeqNotBelieved { .. } => Problem::SeqNotBelieved,
+        }
+    }
+
+    /// Whether an update was sent (so the pub's answer is the last result).
+    fn update_sent(&self) -> bool {
+        matches!(
+            self,
+            Failure::Update { .. } | Failure::SeqNotBelieved { .. }
+        )
+    }
+
+    /// Whether retrying later may succeed without a config change.
+    fn retryable(&self) -> bool {
+        match self {
+            Failure::Secret(_) | Failure::Sbot(_) | Failure::NoPub(_) | Failure::NoAddress(_) => {
+                true
+            }
+            Failure::Update { error, .. } => error.is_retryable(),
+            Failure::SeqNotBelieved { .. } => false,
+        }
+    }
+
+    /// The delay the pub asked for, at most a day.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Update { error, .. } => error.retry_after().map(|d| d.min(MAX_RETRY_AFTER)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Secret(m) | Failure::Sbot(m) | Failure::NoPub(m) | Failure::NoAddress(m) => {
+                f.write_str(m)
+            }
+            Failure::Update {
+                context: Some(c),
+                error,
+            } => write!(f, "{c}: {error}"),
+            Failure::Update {
+                context: None,
+                error,
+            } => write!(f, "{error}"),
+            Failure::SeqNotBelieved { url, theirs } => write!(
+                f,
+                "the pub at {url} says its last seq for this key is {theirs}, more than a day \
+                 ahead of this Pi's clock; not believed (a broken or hostile pub, or this \
+                 Pi's clock is far behind)"
+            ),
+        }
+    }
+}
+
 /// The loop's state between checks.
 pub struct Updater {
     /// The traits it talks through.
@@ -136,17 +250,22 @@ pub struct Updater {
 impl Updater {
     /// An updater with state read from `config.state_path`. A state file
     /// that cannot be read is logged and replaced (the seq falls back to
-    /// the clock).
+    /// the clock). A v1 state file's single `last_seq` is migrated
+    /// ([`State::migrate_v1`]).
     pub fn new(config: &Config, services: Services, status: watch::Sender<Status>) -> Updater {
         let store = StateStore::new(&config.state_path);
-        let state = store.load().unwrap_or_else(|e| {
+        let mut state = store.load().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "starting with an empty state");
             State::default()
         });
         let now_ms = (services.clock)();
+        let migrated = state.migrate_v1(now_ms);
         let refresh_due = state.last_success_at.map(|at| {
             let age = Duration::from_secs((now_ms / 1000).saturating_sub(at));
-            Instant::now() + config.refresh_interval().saturating_sub(age)
+            later(
+                Instant::now(),
+                config.refresh_interval().saturating_sub(age),
+            )
         });
         let updater = Updater {
             services,
@@ -160,11 +279,15 @@ impl Updater {
             announced: None,
             status,
         };
+        if migrated {
+            updater.save();
+        }
         let s = updater.state.clone();
         updater.status.send_modify(|st| {
             st.ip = s.ip;
             st.ip6 = s.ip6;
             st.fqdn = s.fqdn.clone();
+            st.registered = registered(&s);
             st.last_attempt_at = s.last_attempt_at;
             st.last_success_at = s.last_success_at;
             st.dns_verified = s.dns_verified;
@@ -293,7 +416,7 @@ impl Updater {
         let at = match next {
             Next::At(t) => {
                 let wait = t.saturating_duration_since(Instant::now());
-                Some(self.now_s() + wait.as_secs())
+                Some(self.now_s().saturating_add(wait.as_secs()))
             }
             Next::Wait => None,
         };
@@ -326,30 +449,44 @@ impl Updater {
         }
         let keypair = match self.keypair(config) {
             Ok(kp) => kp,
-            Err(e) => return self.failed(config, now, "secret", e, true, None),
+            Err(e) => return self.failed(config, now, Failure::Secret(e)),
         };
         let target = match self.target(config, pub_id, now).await {
             Ok(t) => t,
-            Err((code, message)) => return self.failed(config, now, code, message, true, None),
+            Err(failure) => return self.failed(config, now, failure),
         };
         let fqdn = format!("{name}.{}", target.domain);
         self.set(|s| {
             s.fqdn = Some(fqdn.clone());
             s.url = Some(target.url.to_string());
         });
-        let pub_ip = ip_url(&target.url);
-        let addrs = match self
+        let pub_ip = ip_url(&target.url).map(|url| PubIp {
+            url,
+            pub_id: target.pub_id,
+        });
+        let found = match self
             .services
             .discover
             .discover(config, pub_ip.as_ref())
             .await
         {
-            Ok(a) => a,
-            Err(e) => return self.failed(config, now, "no_address", e.to_string(), true, None),
+            Ok(found) => found,
+            Err(e) => {
+                let skipped = match &e {
+                    crate::ip::IpError::NoAddress(errors) => {
+                        errors.iter().map(|e| e.to_string()).collect()
+                    }
+                    other => vec![other.to_string()],
+                };
+                self.set(|s| s.skipped_sources = skipped);
+                return self.failed(config, now, Failure::NoAddress(e.to_string()));
+            }
         };
+        let addrs = found.addrs;
         self.set(|s| {
             s.current_ip = addrs.ip;
             s.current_ip6 = addrs.ip6;
+            s.skipped_sources = found.skipped;
         });
         let pub_text = target.pub_id.to_string();
         let registered = Addresses {
@@ -370,18 +507,13 @@ impl Updater {
                 });
             }
             if !same_target {
-                if let Err(next) = self.release_previous(config, now, &keypair, &target).await {
-                    return next;
+                if let Err(failure) = self.release_previous(&keypair, &target).await {
+                    return self.failed(config, now, failure);
                 }
             }
             match self.send(&keypair, &target, &name, Op::Update, addrs).await {
                 Ok(accepted) => self.accepted(config, now, &target, &name, addrs, &accepted),
-                Err(e) => {
-                    let retryable = e.is_retryable();
-                    let retry_after = e.retry_after();
-                    let code = e.code().to_string();
-                    return self.failed(config, now, &code, e.to_string(), retryable, retry_after);
-                }
+                Err(failure) => return self.failed(config, now, failure),
             }
         }
         self.verify(config, &target, &fqdn, now).await
@@ -394,11 +526,9 @@ impl Updater {
     /// a failure is logged and the old registration forgotten.
     async fn release_previous(
         &mut self,
-        config: &Config,
-        now: Instant,
         keypair: &Keypair,
         target: &Target,
-    ) -> Result<(), Next> {
+    ) -> Result<(), Failure> {
         let old = (|| {
             let s = &self.state;
             Some((
@@ -419,17 +549,13 @@ impl Updater {
             .await
         {
             Ok(_) => {}
-            Err(e) if e.is_retryable() && old.pub_id == target.pub_id => {
-                let retry_after = e.retry_after();
-                let code = e.code().to_string();
-                return Err(self.failed(
-                    config,
-                    now,
-                    &code,
-                    format!("releasing {old_name}.{}: {e}", old.domain),
-                    true,
-                    retry_after,
-                ));
+            Err(Failure::Update { error, .. })
+                if error.is_retryable() && old.pub_id == target.pub_id =>
+            {
+                return Err(Failure::Update {
+                    context: Some(format!("releasing {old_name}.{}", old.domain)),
+                    error,
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not release the old name; forgetting it");
@@ -445,6 +571,7 @@ impl Updater {
         s.ip6 = None;
         s.dns_verified = false;
         self.save();
+        self.set(|s| s.registered = None);
         Ok(())
     }
 
@@ -459,13 +586,14 @@ impl Updater {
         Ok(kp)
     }
 
-    /// The configured pub, or its latest announcement in the local sbot.
+    /// The configured pub, or its latest announcement in the local sbot
+    /// (the directory lists only pubs the Pi follows).
     async fn target(
         &mut self,
         config: &Config,
         pub_id: PublicKey,
         now: Instant,
-    ) -> Result<Target, (&'static str, String)> {
+    ) -> Result<Target, Failure> {
         if let Some(p) = config.static_pub() {
             return Ok(Target {
                 pub_id: p.pub_id,
@@ -483,7 +611,7 @@ impl Updater {
             .directory
             .announcements()
             .await
-            .map_err(|e: DirectoryError| ("sbot", e.to_string()))?;
+            .map_err(|e: DirectoryError| Failure::Sbot(e.to_string()))?;
         list.into_iter()
             .find(|a| a.pub_id == pub_id)
             .map(|a| Target {
@@ -491,20 +619,37 @@ impl Updater {
                 url: a.url,
                 domain: a.domain,
             })
-            .inspect(|t| self.announced = Some((t.clone(), now + ANNOUNCEMENT_REUSE)))
+            .inspect(|t| self.announced = Some((t.clone(), later(now, ANNOUNCEMENT_REUSE))))
             .ok_or_else(|| {
-                (
-                    "no_pub",
-                    format!(
-                        "no peach-dyndns announcement from {pub_id} in the local sbot yet \
-                         (has the invite been accepted and the pub's feed replicated?)"
-                    ),
-                )
+                Failure::NoPub(format!(
+                    "no peach-dyndns announcement from {pub_id} among the pubs this Pi \
+                     follows in the local sbot yet (has the invite been accepted and the \
+                     pub's feed replicated?)"
+                ))
             })
     }
 
-    /// Signs, seals and sends; a `stale_seq` answer moves `seq` past the
-    /// pub's and tries once more.
+    /// The highest seq this daemon believes it signed for `pub_id`: its
+    /// record, unless that is more than a day ahead of the clock (a state
+    /// file from a clock far ahead, or from before the bound), in which case
+    /// the clock decides.
+    fn believed_seq(&self, pub_id: &PublicKey, now_ms: u64) -> Option<u64> {
+        let ours = self.state.seq(pub_id)?;
+        if believable_last_seq(ours, now_ms) {
+            Some(ours)
+        } else {
+            tracing::warn!(%pub_id, ours, now_ms, "the recorded seq is more than a day ahead of the clock; using the clock");
+            None
+        }
+    }
+
+    /// Signs, seals and sends, with the seq kept for this pub. A
+    /// `stale_seq` whose `last_seq` is within a day of our clock moves past
+    /// it and tries once more (one beyond that is not believed); an
+    /// `invalid_seq` (our seq more than a day ahead of the pub) falls back
+    /// to the clock, or just past the pub's believable `last_seq`, within
+    /// the pub's `max_seq`, and tries once more. No seq sent is ever above
+    /// `max_seq(believed last, now)`, and no seq from an answer is taken.
     async fn send(
         &mut self,
         keypair: &Keypair,
@@ -512,13 +657,33 @@ impl Updater {
         name: &str,
         op: Op,
         addrs: Addresses,
-    ) -> Result<Accepted, UpdateError> {
+    ) -> Result<Accepted, Failure> {
+        let pub_id = target.pub_id;
         let mut last_err = None;
+        // After `invalid_seq`: what to build on instead of our record (the
+        // pub's believable last seq, or nothing: the clock), and the most
+        // the pub said it accepts now.
+        let mut fallback: Option<Option<u64>> = None;
+        let mut cap: Option<u64> = None;
         for _ in 0..2 {
-            let seq = next_seq(self.state.last_seq, (self.services.clock)());
+            let now_ms = (self.services.clock)();
+            let believed = match fallback {
+                Some(theirs) => theirs,
+                None => self.believed_seq(&pub_id, now_ms),
+            };
+            let mut seq = next_seq(believed, now_ms);
+            if let Some(cap) = cap {
+                seq = seq.min(cap);
+            }
+            if believed.is_some_and(|b| seq <= b) {
+                // The pub's max_seq is not above what we believe it holds:
+                // no seq can be both fresh and within its bound.
+                break;
+            }
+            debug_assert!(seq <= max_seq(believed, now_ms));
             // Reserve the seq on disk before it leaves: it is never reused.
-            self.state.last_seq = Some(seq);
-            self.state.last_attempt_at = Some(self.now_s());
+            self.state.set_seq(&pub_id, seq);
+            self.state.last_attempt_at = Some(now_ms / 1000);
             self.save();
             let at = self.state.last_attempt_at;
             self.set(|s| s.last_attempt_at = at);
@@ -528,54 +693,103 @@ impl Updater {
                 domain: target.domain.clone(),
                 ip: addrs.ip,
                 ip6: addrs.ip6,
-                pub_id: target.pub_id,
+                pub_id,
                 public_key: keypair.public(),
                 seq,
                 token_sha256: None,
                 txt: None,
             };
-            let envelope = seal_update(&msg.sign(keypair), &target.pub_id).map_err(|e| {
-                UpdateError::BadAnswer {
+            let envelope = seal_update(&msg.sign(keypair), &pub_id).map_err(|e| {
+                Failure::update(UpdateError::BadAnswer {
                     url: target.url.to_string(),
                     status: 0,
                     detail: e.to_string(),
                     retry_after: None,
-                }
+                })
             })?;
-            match self
+            let result = self
                 .services
                 .pub_api
                 .send_update(&target.url, &envelope)
-                .await
-            {
+                .await;
+            match result {
                 Err(UpdateError::Refused {
-                    code,
+                    code: ErrorCode::StaleSeq,
                     last_seq: Some(theirs),
                     ..
-                }) if code == "stale_seq" => {
+                }) if !believable_last_seq(theirs, now_ms) => {
+                    tracing::warn!(
+                        ours = seq,
+                        theirs,
+                        "the pub's last seq is more than a day ahead; not believed"
+                    );
+                    return Err(Failure::SeqNotBelieved {
+                        url: target.url.to_string(),
+                        theirs,
+                    });
+                }
+                Err(UpdateError::Refused {
+                    code: ErrorCode::StaleSeq,
+                    last_seq: Some(theirs),
+                    message,
+                    status,
+                    ..
+                }) => {
                     tracing::info!(
                         ours = seq,
                         theirs,
                         "the pub has a later seq; moving past it"
                     );
-                    self.state.last_seq = Some(seq.max(theirs));
+                    self.state.set_seq(&pub_id, seq.max(theirs));
                     last_err = Some(UpdateError::Refused {
-                        status: 409,
-                        code,
-                        message: format!("seq {seq} is not above the pub's {theirs}"),
+                        status,
+                        code: ErrorCode::StaleSeq,
+                        message: format!("seq {seq} is not above the pub's {theirs}: {message}"),
                         last_seq: Some(theirs),
+                        max_seq: None,
                         retry_after: None,
                     });
                 }
-                other => return other,
+                Err(UpdateError::Refused {
+                    code: ErrorCode::InvalidSeq,
+                    status,
+                    message,
+                    last_seq,
+                    max_seq,
+                    retry_after,
+                }) => {
+                    tracing::warn!(
+                        ours = seq,
+                        ?last_seq,
+                        ?max_seq,
+                        "the pub says our seq is too far ahead; falling back to the clock"
+                    );
+                    // Not our record: the next seq comes from the clock, or
+                    // just past the pub's last one if that is believable.
+                    fallback = Some(last_seq.filter(|t| believable_last_seq(*t, now_ms)));
+                    // The pub's bound can only lower the next seq, so it
+                    // needs no belief.
+                    cap = max_seq;
+                    last_err = Some(UpdateError::Refused {
+                        status,
+                        code: ErrorCode::InvalidSeq,
+                        message,
+                        last_seq,
+                        max_seq,
+                        retry_after,
+                    });
+                }
+                other => return other.map_err(Failure::update),
             }
         }
-        Err(last_err.unwrap_or_else(|| UpdateError::BadAnswer {
-            url: target.url.to_string(),
-            status: 0,
-            detail: "no attempt made".into(),
-            retry_after: None,
-        }))
+        Err(Failure::update(last_err.unwrap_or_else(|| {
+            UpdateError::BadAnswer {
+                url: target.url.to_string(),
+                status: 0,
+                detail: "no attempt made".into(),
+                retry_after: None,
+            }
+        })))
     }
 
     fn accepted(
@@ -587,6 +801,8 @@ impl Updater {
         addrs: Addresses,
         accepted: &Accepted,
     ) {
+        // The answer's `seq` is logged, never taken: only the seq this
+        // daemon reserved counts.
         tracing::info!(fqdn = %accepted.fqdn, seq = accepted.seq, changed = accepted.changed, "update accepted");
         let now_s = self.now_s();
         let fqdn = format!("{name}.{}", target.domain);
@@ -598,7 +814,6 @@ impl Updater {
         self.state.domain = Some(target.domain.clone());
         self.state.ip = addrs.ip;
         self.state.ip6 = addrs.ip6;
-        self.state.last_seq = self.state.last_seq.max(Some(accepted.seq));
         self.state.last_success_at = Some(now_s);
         self.state.last_result = Some(LastResult {
             ok: true,
@@ -609,24 +824,27 @@ impl Updater {
         self.save();
         self.failures = 0;
         self.parked = None;
-        self.refresh_due = Some(now + config.refresh_interval());
-        self.verify_until = Some(now + VERIFY_WINDOW);
+        self.refresh_due = Some(later(now, config.refresh_interval()));
+        self.verify_until = Some(later(now, VERIFY_WINDOW));
+        let held = registered(&self.state);
         self.set(|s| {
             s.ip = addrs.ip;
             s.ip6 = addrs.ip6;
+            s.registered = held;
             s.last_success_at = Some(now_s);
             s.last_error = None;
-            s.last_error_code = None;
+            s.set_problem(None);
             s.failures = 0;
             s.parked = false;
             s.dns_verified = false;
         });
     }
 
-    /// Asks the pub's DNS when the records are not verified yet, and sets
-    /// the state from the result.
+    /// Asks the pub's DNS at every check (not only after an update), so
+    /// the state leaves `online` when DNS stops answering with our
+    /// addresses.
     async fn verify(&mut self, config: &Config, target: &Target, fqdn: &str, now: Instant) -> Next {
-        let interval = Next::At(now + config.check_interval());
+        let interval = Next::At(later(now, config.check_interval()));
         // Reaching here means addresses were found and the pub has them:
         // whatever failed before is over.
         self.failures = 0;
@@ -634,7 +852,7 @@ impl Updater {
             s.failures = 0;
             s.parked = false;
             s.last_error = None;
-            s.last_error_code = None;
+            s.set_problem(None);
         });
         if !config.dns.verify {
             self.set(|s| {
@@ -643,14 +861,7 @@ impl Updater {
             });
             return interval;
         }
-        if self.state.dns_verified {
-            self.set(|s| {
-                s.state = Phase::Online;
-                s.online = true;
-                s.dns_verified = true;
-            });
-            return interval;
-        }
+        let was_verified = self.state.dns_verified;
         let sent = Addresses {
             ip: self.state.ip,
             ip6: self.state.ip6,
@@ -697,52 +908,50 @@ impl Updater {
                 s.state = Phase::Working;
                 s.online = false;
             });
-            return Next::At(now + VERIFY_RETRY.min(config.check_interval()));
+            return Next::At(later(now, VERIFY_RETRY.min(config.check_interval())));
         }
-        tracing::warn!(%fqdn, %detail, "the pub accepted the update but its DNS does not show it");
+        let words = if was_verified {
+            "the pub's DNS no longer answers with this Pi's address"
+        } else {
+            "the pub accepted the update, but its DNS does not show it"
+        };
+        tracing::warn!(%fqdn, %detail, "{words}");
         self.set(|s| {
             s.state = Phase::Error;
             s.online = false;
-            s.last_error = Some(format!(
-                "the pub accepted the update, but its DNS does not show it: {detail}"
-            ));
-            s.last_error_code = Some("dns_mismatch".into());
+            s.last_error = Some(format!("{words}: {detail}"));
+            s.set_problem(Some(Problem::DnsMismatch));
         });
         interval
     }
 
     /// Records a failure and schedules the retry, or parks.
-    fn failed(
-        &mut self,
-        config: &Config,
-        now: Instant,
-        code: &str,
-        message: String,
-        retryable: bool,
-        retry_after: Option<Duration>,
-    ) -> Next {
+    fn failed(&mut self, config: &Config, now: Instant, failure: Failure) -> Next {
         self.failures = self.failures.saturating_add(1);
         let failures = self.failures;
-        let update_sent = !matches!(code, "secret" | "sbot" | "no_pub" | "no_address");
+        let problem = failure.problem();
+        let message = failure.to_string();
+        let update_sent = failure.update_sent();
         if update_sent {
             self.announced = None;
             self.state.last_result = Some(LastResult {
                 ok: false,
-                error: Some(code.to_string()),
+                error: Some(problem.as_str().to_string()),
                 message: Some(message.clone()),
             });
             self.state.dns_verified = false;
             self.save();
         }
-        let next = if retryable {
+        let code = problem.as_str();
+        let next = if failure.retryable() {
             let delay = (self.services.jitter)(backoff(
                 failures,
                 config.backoff_min(),
                 config.backoff_max(),
             ));
-            let delay = delay.max(retry_after.unwrap_or_default());
+            let delay = delay.max(failure.retry_after().unwrap_or_default());
             tracing::warn!(code, error = %message, retry_in_s = delay.as_secs(), "update failed");
-            Next::At(now + delay)
+            Next::At(later(now, delay))
         } else {
             tracing::error!(code, error = %message, "update refused; waiting for a config change");
             self.parked = Some(message.clone());
@@ -753,7 +962,7 @@ impl Updater {
             s.state = Phase::Error;
             s.online = false;
             s.last_error = Some(message);
-            s.last_error_code = Some(code.to_string());
+            s.set_problem(Some(problem));
             s.failures = failures;
             s.parked = parked;
             if update_sent {
@@ -762,6 +971,14 @@ impl Updater {
         });
         next
     }
+}
+
+/// The name the state says this daemon holds, and where.
+fn registered(state: &State) -> Option<Registered> {
+    Some(Registered {
+        pub_id: state.pub_id.clone()?,
+        fqdn: state.fqdn.clone()?,
+    })
 }
 
 #[cfg(test)]

@@ -64,7 +64,9 @@ async function refreshStatus() {
 }
 
 function selectedPub() {
-  const i = Number($("pub").value);
+  const v = $("pub").value;
+  if (v === "") return undefined;
+  const i = Number(v);
   return Number.isInteger(i) ? pubs[i] : undefined;
 }
 
@@ -80,15 +82,34 @@ async function loadPubs() {
     pubs = list;
     const select = $("pub");
     select.replaceChildren();
+    const configured = list.findIndex((p) => p.pub_id === config.registration.pub_id);
+    // With more than one pub nothing is chosen for the owner (two may
+    // claim the same domain), unless the owner chose one already.
+    if (list.length > 1 && configured < 0) {
+      const none = document.createElement("option");
+      none.value = "";
+      none.textContent = "Choose a pub…";
+      none.selected = true;
+      select.append(none);
+    }
     list.forEach((p, i) => {
       const opt = document.createElement("option");
       opt.value = String(i);
-      opt.textContent = p.domain + " (" + p.pub_id.slice(0, 12) + "…)";
-      if (p.pub_id === config.registration.pub_id) opt.selected = true;
+      // The full URL and id: the domain alone does not say which pub it is.
+      opt.textContent = p.domain + " — " + p.url + " — " + p.pub_id +
+        (p.conflict ? " — another pub claims this domain too" : "");
+      if (i === configured || (list.length === 1 && configured < 0)) opt.selected = true;
       select.append(opt);
     });
     if (config.registration.name && !$("name").value) $("name").value = config.registration.name;
-    say("pub-msg", list.length ? "" : "No pub offering dynamic DNS is known yet. Accept an invite first, then refresh.", list.length ? "" : "bad");
+    const conflict = list.some((p) => p.conflict);
+    if (!list.length) {
+      say("pub-msg", "No pub offering dynamic DNS is known yet. Accept an invite first, then refresh.", "bad");
+    } else if (conflict) {
+      say("pub-msg", "More than one pub claims the same domain. Pick the one whose id its operator gave you.", "bad");
+    } else {
+      say("pub-msg", "");
+    }
     showSuffix();
   } catch (e) {
     say("pub-msg", "Cannot list pubs: " + e.message, "bad");

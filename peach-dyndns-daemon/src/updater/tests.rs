@@ -62,13 +62,26 @@ fn unreachable_err() -> UpdateError {
     }
 }
 
-fn refused(status: u16, code: &str, retry_after: Option<u64>) -> UpdateError {
+fn refused(status: u16, code: ErrorCode, retry_after: Option<u64>) -> UpdateError {
     UpdateError::Refused {
         status,
-        code: code.into(),
+        code,
         message: format!("{code} for the test"),
         last_seq: None,
+        max_seq: None,
         retry_after: retry_after.map(Duration::from_secs),
+    }
+}
+
+/// A `stale_seq` or `invalid_seq` refusal carrying the pub's numbers.
+fn seq_refusal(code: ErrorCode, last_seq: Option<u64>, max_seq: Option<u64>) -> UpdateError {
+    UpdateError::Refused {
+        status: code.http_status(),
+        code,
+        message: format!("{code} for the test"),
+        last_seq,
+        max_seq,
+        retry_after: None,
     }
 }
 
@@ -98,7 +111,7 @@ async fn first_check_registers_and_goes_online() {
     let saved = StateStore::new(world.dir.path().join("state.json"))
         .load()
         .expect("state");
-    assert_eq!(saved.last_seq, Some(START_MS));
+    assert_eq!(saved.seq(&world.pub_.keypair.public()), Some(START_MS));
     assert_eq!(saved.ip, Some("24.12.12.12".parse().expect("v4")));
     assert!(saved.dns_verified);
 }
@@ -195,12 +208,16 @@ fn backoff_schedule_and_jitter_bounds() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured() {
     let world = World::new();
-    world
-        .pub_
-        .push(Script::Fail(refused(429, "rate_limited", Some(300))));
-    world
-        .pub_
-        .push(Script::Fail(refused(503, "dns_unavailable", Some(5))));
+    world.pub_.push(Script::Fail(refused(
+        429,
+        ErrorCode::RateLimited,
+        Some(300),
+    )));
+    world.pub_.push(Script::Fail(refused(
+        503,
+        ErrorCode::DnsUnavailable,
+        Some(5),
+    )));
     let start_at = Instant::now();
     let run = start(&world, world.config());
     sleep(Duration::from_secs(HOUR)).await;
@@ -216,7 +233,7 @@ async fn a_non_retryable_refusal_parks_until_the_config_changes() {
     let world = World::new();
     world
         .pub_
-        .push(Script::Fail(refused(403, "not_followed", None)));
+        .push(Script::Fail(refused(403, ErrorCode::NotFollowed, None)));
     let start_at = Instant::now();
     let run = start(&world, world.config());
     sleep(Duration::from_secs(6 * HOUR)).await;
@@ -254,7 +271,7 @@ async fn update_now_forces_a_send_and_replies_with_status() {
     world.pub_.push(Script::Accept);
     world
         .pub_
-        .push(Script::Fail(refused(409, "name_taken", None)));
+        .push(Script::Fail(refused(409, ErrorCode::NameTaken, None)));
     let run = start(&world, world.config());
     sleep(Duration::from_secs(1)).await;
     let (tx, rx) = oneshot::channel();
@@ -282,13 +299,11 @@ async fn update_now_forces_a_send_and_replies_with_status() {
 async fn stale_seq_moves_past_the_pubs_seq() {
     let world = World::new();
     let theirs = START_MS + 5_000_000;
-    world.pub_.push(Script::Fail(UpdateError::Refused {
-        status: 409,
-        code: "stale_seq".into(),
-        message: "seq not above".into(),
-        last_seq: Some(theirs),
-        retry_after: None,
-    }));
+    world.pub_.push(Script::Fail(seq_refusal(
+        ErrorCode::StaleSeq,
+        Some(theirs),
+        None,
+    )));
     let run = start(&world, world.config());
     sleep(Duration::from_secs(1)).await;
     let got = world.pub_.received();
@@ -413,7 +428,7 @@ async fn the_pub_is_found_through_its_announcement() {
     });
     let pub_id = world.pub_.keypair.id();
     *lock(&world.directory.list) =
-        crate::directory::latest_per_author(vec![(pub_id.as_str(), 1, &content)]);
+        crate::directory::latest_per_author(vec![(pub_id.as_str(), 1, &content)], false);
     sleep(Duration::from_secs(30)).await;
     let got = world.pub_.received();
     assert_eq!(world.pub_.times(start_at), vec![30]);
@@ -458,7 +473,7 @@ async fn shutdown_with_a_request_in_flight_stops_within_the_grace() {
     let saved = StateStore::new(world.dir.path().join("state.json"))
         .load()
         .expect("state");
-    assert_eq!(saved.last_seq, Some(START_MS));
+    assert_eq!(saved.seq(&world.pub_.keypair.public()), Some(START_MS));
 }
 
 /// `--once`-style use: one check gives the status without a loop.
@@ -472,7 +487,10 @@ async fn a_single_check() {
     assert!(matches!(next, Next::At(_)));
     assert_eq!(updater.status().state, Phase::Online);
     world.advance_clock(Duration::from_secs(5));
-    assert_eq!(updater.state().last_seq, Some(START_MS));
+    assert_eq!(
+        updater.state().seq(&world.pub_.keypair.public()),
+        Some(START_MS)
+    );
 }
 
 /// A new name releases the old one first (a pub lets a key hold only so
@@ -528,4 +546,308 @@ async fn a_failed_release_at_the_same_pub_is_retried() {
     assert_eq!(got, vec![Op::Update, Op::Release, Op::Release, Op::Update]);
     assert_eq!(run.status().state, Phase::Online);
     run.stop().await;
+}
+
+const DAY: u64 = 24 * HOUR;
+
+fn saved(world: &World) -> State {
+    StateStore::new(world.dir.path().join("state.json"))
+        .load()
+        .expect("state")
+}
+
+/// seq is kept per pub: a later seq a pub told us (believably) moves the
+/// seq sent to that pub only; another pub gets the clock's.
+#[tokio::test(start_paused = true)]
+async fn seq_is_kept_per_pub() {
+    let world = World::new();
+    let second = peach_dyndns_protocol::identity::Keypair::generate();
+    lock(&world.pub_.also).push(second.clone());
+    let theirs = START_MS + 10 * 3_600_000;
+    world.pub_.push(Script::Fail(seq_refusal(
+        ErrorCode::StaleSeq,
+        Some(theirs),
+        None,
+    )));
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    let mut moved = world.config();
+    moved.registration.pub_id = Some(second.id());
+    run.config_tx.send_replace(Arc::new(moved));
+    sleep(Duration::from_secs(1)).await;
+    let got: Vec<(Op, PublicKey, u64)> = world
+        .pub_
+        .received()
+        .iter()
+        .map(|r| (r.msg.op, r.msg.pub_id, r.msg.seq))
+        .collect();
+    let first = world.pub_.keypair.public();
+    assert_eq!(
+        got,
+        vec![
+            (Op::Update, first, START_MS),
+            (Op::Update, first, theirs + 1),
+            (Op::Release, first, theirs + 2),
+            // The second pub never saw the first's count.
+            (Op::Update, second.public(), START_MS),
+        ]
+    );
+    assert_eq!(run.status().state, Phase::Online);
+    run.stop().await;
+    let s = saved(&world);
+    assert_eq!(s.seq(&first), Some(theirs + 2));
+    assert_eq!(s.seq(&second.public()), Some(START_MS));
+}
+
+/// Regression: a pub's `stale_seq` with `last_seq = 2^64 - 2` was
+/// believed, freezing the key's seq at the top for good. Now it is not
+/// believed: no retry above the bound, the state keeps our own seq, the
+/// loop parks with `seq_not_believed`.
+#[tokio::test(start_paused = true)]
+async fn a_last_seq_far_ahead_is_not_believed() {
+    let world = World::new();
+    world.pub_.push(Script::Fail(seq_refusal(
+        ErrorCode::StaleSeq,
+        Some(u64::MAX - 1),
+        None,
+    )));
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(HOUR)).await;
+    let seqs: Vec<u64> = world.pub_.received().iter().map(|r| r.msg.seq).collect();
+    assert_eq!(seqs, vec![START_MS], "no second try past the pub's claim");
+    let st = run.status();
+    assert_eq!(st.state, Phase::Error);
+    assert_eq!(st.problem, Some(Problem::SeqNotBelieved));
+    assert_eq!(st.last_error_code.as_deref(), Some("seq_not_believed"));
+    assert!(st.parked);
+    let pub_id = world.pub_.keypair.public();
+    assert_eq!(saved(&world).seq(&pub_id), Some(START_MS));
+
+    // A config change tries again, from our own seq, within the bound.
+    let mut changed = world.config();
+    changed.registration.name = Some("eb4891".into());
+    run.config_tx.send_replace(Arc::new(changed));
+    sleep(Duration::from_secs(1)).await;
+    let got = world.pub_.received();
+    assert_eq!(got.last().map(|r| r.msg.seq), Some(START_MS + 1));
+    for r in &got {
+        assert!(r.msg.seq <= max_seq(None, START_MS), "{}", r.msg.seq);
+    }
+    assert_eq!(run.status().state, Phase::Online);
+    run.stop().await;
+}
+
+/// Regression: the `seq` in a 200 answer was adopted (`max(last, seq)`),
+/// so a pub answering `"seq": 2^64-2` froze the key. It is ignored.
+#[tokio::test(start_paused = true)]
+async fn the_seq_in_an_accepted_answer_is_not_adopted() {
+    let world = World::new();
+    *lock(&world.pub_.answer_seq) = Some(u64::MAX - 1);
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    world.discover.set_v4("24.12.12.13");
+    sleep(Duration::from_secs(MIN)).await;
+    let seqs: Vec<u64> = world.pub_.received().iter().map(|r| r.msg.seq).collect();
+    assert_eq!(seqs, vec![START_MS, START_MS + 1]);
+    run.stop().await;
+    assert_eq!(
+        saved(&world).seq(&world.pub_.keypair.public()),
+        Some(START_MS + 1)
+    );
+}
+
+/// `invalid_seq` (our seq more than a day ahead of the pub): fall back to
+/// the clock, or just past the pub's believable `last_seq`, within its
+/// `max_seq`, and try once more.
+#[tokio::test(start_paused = true)]
+async fn invalid_seq_falls_back_to_the_clock_within_the_bound() {
+    let world = World::new();
+    let pub_id = world.pub_.keypair.public();
+    let ahead = START_MS + 23 * 3_600_000;
+    let mut state = State::default();
+    state.set_seq(&pub_id, ahead);
+    StateStore::new(world.dir.path().join("state.json"))
+        .save(&state)
+        .expect("save");
+    // The pub's clock is behind ours: it accepts at most START_MS + 1 s.
+    world.pub_.push(Script::Fail(seq_refusal(
+        ErrorCode::InvalidSeq,
+        Some(START_MS - 5_000),
+        Some(START_MS + 1_000),
+    )));
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    let seqs: Vec<u64> = world.pub_.received().iter().map(|r| r.msg.seq).collect();
+    assert_eq!(seqs, vec![ahead + 1, START_MS]);
+    assert_eq!(run.status().state, Phase::Online);
+    run.stop().await;
+    assert_eq!(saved(&world).seq(&pub_id), Some(START_MS));
+}
+
+/// `invalid_seq` whose numbers are absurd (`last_seq = 2^64 - 2`): the
+/// retry uses the clock, and a second refusal is the end (parked), never a
+/// third try or a seq past the bound.
+#[tokio::test(start_paused = true)]
+async fn invalid_seq_with_absurd_numbers_retries_once_from_the_clock() {
+    let world = World::new();
+    for _ in 0..2 {
+        world.pub_.push(Script::Fail(seq_refusal(
+            ErrorCode::InvalidSeq,
+            Some(u64::MAX - 1),
+            Some(u64::MAX),
+        )));
+    }
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(HOUR)).await;
+    let seqs: Vec<u64> = world.pub_.received().iter().map(|r| r.msg.seq).collect();
+    assert_eq!(seqs, vec![START_MS, START_MS]);
+    let st = run.status();
+    assert_eq!(st.problem, Some(Problem::Refused(ErrorCode::InvalidSeq)));
+    assert!(st.parked);
+    run.stop().await;
+    assert_eq!(
+        saved(&world).seq(&world.pub_.keypair.public()),
+        Some(START_MS)
+    );
+}
+
+/// A state file whose seq for a pub is more than a day ahead of the clock
+/// (from a clock far ahead, or a v1 pub's answer) is not built on: the
+/// clock decides, so the seq sent stays within the bound.
+#[tokio::test(start_paused = true)]
+async fn a_recorded_seq_far_ahead_is_replaced_by_the_clock() {
+    let world = World::new();
+    let pub_id = world.pub_.keypair.public();
+    let mut state = State::default();
+    state.set_seq(&pub_id, u64::MAX - 1);
+    StateStore::new(world.dir.path().join("state.json"))
+        .save(&state)
+        .expect("save");
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    let seqs: Vec<u64> = world.pub_.received().iter().map(|r| r.msg.seq).collect();
+    assert_eq!(seqs, vec![START_MS]);
+    run.stop().await;
+}
+
+/// A v1 state file's single `last_seq` is migrated under its pub.
+#[tokio::test(start_paused = true)]
+async fn a_v1_state_file_is_migrated() {
+    let world = World::new();
+    let pub_id = world.pub_.keypair.public();
+    std::fs::write(
+        world.dir.path().join("state.json"),
+        format!(r#"{{"last_seq": {}, "pub_id": "{pub_id}"}}"#, START_MS + 7),
+    )
+    .expect("v1 state");
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(world.pub_.received()[0].msg.seq, START_MS + 8);
+    run.stop().await;
+    let text = std::fs::read_to_string(world.dir.path().join("state.json")).expect("state");
+    assert!(!text.contains("last_seq"), "{text}");
+}
+
+/// Regression: `Retry-After: 18446744073709551615` panicked the daemon in
+/// `Instant` arithmetic. It is clamped to a day.
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_is_clamped_and_does_not_panic() {
+    let world = World::new();
+    world.pub_.push(Script::Fail(UpdateError::Refused {
+        status: 429,
+        code: ErrorCode::RateLimited,
+        message: "slow down".into(),
+        last_seq: None,
+        max_seq: None,
+        retry_after: Some(Duration::from_secs(u64::MAX)),
+    }));
+    let start_at = Instant::now();
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(run.status().next_check_at, Some(START_MS / 1000 + DAY));
+    sleep(Duration::from_secs(DAY + 10)).await;
+    assert_eq!(world.pub_.times(start_at), vec![0, DAY]);
+    assert_eq!(run.status().state, Phase::Online);
+    run.stop().await;
+}
+
+/// Regression: a huge interval in a config (here one that skipped
+/// validation) panicked in `Instant` arithmetic; it is clamped to a week.
+#[tokio::test(start_paused = true)]
+async fn huge_config_intervals_are_clamped() {
+    let world = World::new();
+    let mut config = world.config();
+    config.check_interval_secs = u64::MAX;
+    config.refresh_interval_secs = u64::MAX;
+    config.backoff_min_secs = u64::MAX;
+    config.backoff_max_secs = u64::MAX;
+    world.pub_.push(Script::Fail(unreachable_err()));
+    let start_at = Instant::now();
+    let run = start(&world, config);
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(run.status().state, Phase::Error);
+    assert_eq!(run.status().next_check_at, Some(START_MS / 1000 + 7 * DAY));
+    sleep(Duration::from_secs(7 * DAY)).await;
+    assert_eq!(world.pub_.times(start_at), vec![0, 7 * DAY]);
+    assert_eq!(run.status().state, Phase::Online);
+    run.stop().await;
+}
+
+/// Discovery is asked with the pub's `/ip` and the key its answer must be
+/// signed by; what it skipped (a forged `/ip`) is shown in the status.
+#[tokio::test(start_paused = true)]
+async fn discovery_gets_the_pubs_key_and_skipped_sources_are_shown() {
+    let world = World::new();
+    let reason = "http://pub.test/ip: not believed: bad signature".to_string();
+    lock(&world.discover.skipped).push(reason.clone());
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    let asked = lock(&world.discover.pubs).clone();
+    assert_eq!(
+        asked,
+        vec![Some(crate::ip::PubIp {
+            url: Url::parse("http://pub.test/ip").expect("url"),
+            pub_id: world.pub_.keypair.public(),
+        })]
+    );
+    let st = run.status();
+    assert_eq!(st.skipped_sources, vec![reason]);
+    assert_eq!(st.state, Phase::Online);
+    let json = serde_json::to_value(&st).expect("json");
+    assert!(json["skipped_sources"][0]
+        .as_str()
+        .unwrap_or("")
+        .contains("not believed"));
+    run.stop().await;
+}
+
+/// Regression: DNS was asked only after an update, so the dot stayed green
+/// after the pub's DNS stopped answering with our address. It is asked at
+/// every check.
+#[tokio::test(start_paused = true)]
+async fn dns_is_checked_at_every_check() {
+    let world = World::new();
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    assert!(run.status().online);
+    assert_eq!(*lock(&world.dns.queries), 1);
+    sleep(Duration::from_secs(3 * MIN)).await;
+    assert_eq!(*lock(&world.dns.queries), 4);
+    assert!(run.status().online);
+
+    // The pub's DNS loses the record.
+    *lock(&world.pub_.served) = crate::ip::Addresses::default();
+    sleep(Duration::from_secs(MIN)).await;
+    let st = run.status();
+    assert!(!st.online && !st.dns_verified, "{st:?}");
+    assert_eq!(st.state, Phase::Error);
+    assert_eq!(st.problem, Some(Problem::DnsMismatch));
+    assert!(st
+        .last_error
+        .as_deref()
+        .unwrap_or("")
+        .contains("no longer answers"));
+    assert_eq!(world.pub_.received().len(), 1);
+    run.stop().await;
+    assert!(!saved(&world).dns_verified);
 }

@@ -277,7 +277,7 @@ async fn list_pubs_check_name_and_invites() {
     let other = peach_dyndns_protocol::identity::Keypair::generate().id();
     let content = json!({"type": "peach-dyndns", "domain": "other.example", "url": "http://other.test/update"});
     *lock(&h.world.directory.list) =
-        crate::directory::latest_per_author(vec![(other.as_str(), 3, &content)]);
+        crate::directory::latest_per_author(vec![(other.as_str(), 3, &content)], false);
     let pubs = h.result("list_pubs", None).await;
     assert_eq!(pubs.as_array().map(Vec::len), Some(2), "{pubs}");
     assert_eq!(pubs[0]["origin"], "config");
@@ -309,6 +309,16 @@ async fn list_pubs_check_name_and_invites() {
         .result("check_name", Some(json!({"name": "eb4890"})))
         .await;
     assert_eq!(r["yours"], true, "{r}");
+    // Regression: "yours" came from the pub's `owner` field (which a v2
+    // pub no longer sends, and a hostile one could fake) or from the
+    // configured name; now only from the name this daemon holds.
+    *lock(&h.world.pub_.names) =
+        json!({"available": false, "reason": "name_taken", "owner": h.world.pi.id()});
+    let r = h
+        .result("check_name", Some(json!({"name": "taken1"})))
+        .await;
+    assert_eq!(r["yours"], false, "{r}");
+    assert!(r.get("owner").is_none(), "{r}");
     let unknown = peach_dyndns_protocol::identity::Keypair::generate().id();
     let (code, _) = h
         .error_code("check_name", Some(json!({"name": "x", "pub_id": unknown})))

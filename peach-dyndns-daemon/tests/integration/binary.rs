@@ -165,7 +165,8 @@ async fn run_status_sighup_and_sigterm() {
         serde_json::from_slice(&std::fs::read(pi.dir.path().join("state.json")).expect("state"))
             .expect("state json");
     assert_eq!(state["fqdn"], "renamed.peach.dinosaur.is");
-    assert!(state["last_seq"].is_u64());
+    // v2: the seq is kept per pub.
+    assert!(state["seqs"][pub_.keypair.id()].is_u64(), "{state}");
 
     // With the daemon gone, `status` says so: exit 1.
     let (code, _) = status(pi.config_path());

@@ -6,6 +6,7 @@
 mod binary;
 mod bind;
 mod common;
+mod hostile;
 mod panel;
 mod sbot;
 mod server;

@@ -43,7 +43,12 @@ async fn finds_the_pub_through_its_announcement_and_registers() {
         .replace(&format!("domain = \"{DOMAIN}\"\n"), "")
         .replace(
             "[sbot]\nenabled = false\n",
-            &format!("[sbot]\naddress = \"127.0.0.1:{}\"\n", pi_sbot.port()),
+            // v2: the pub announces a loopback URL, which only a config
+            // that allows private pub URLs believes.
+            &format!(
+                "[sbot]\naddress = \"127.0.0.1:{}\"\nallow_private_pub_urls = true\n",
+                pi_sbot.port()
+            ),
         );
     let config = pi.write_config(&text);
     assert!(config.static_pub().is_none());
