@@ -349,7 +349,6 @@ impl Config {
                 ));
             }
         }
-        let mut config = config;
         for label in config.own_labels() {
             if !config.reserved.contains(&label) {
                 config.reserved.push(label);
