@@ -13,6 +13,7 @@ use serde_json::json;
 use warp::reply::Response;
 use warp::{Buf, Filter, Rejection};
 
+use crate::conn::Peer;
 use crate::dyndns2;
 use crate::http::{error_reply, json_reply, reply};
 use crate::pipeline::ApiError;
@@ -67,6 +68,14 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The TCP peer: the [`Peer`] that [`crate::conn::serve`] puts into each
+/// request, or warp's own remote address (`warp::test`'s `remote_addr`).
+fn peer() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<Peer>()
+        .and(warp::addr::remote())
+        .map(|ours: Option<Peer>, warps: Option<SocketAddr>| ours.map(|p| p.0).or(warps))
+}
+
 /// Every `X-Forwarded-For` line of a request, joined in order with `,`
 /// (a proxy may add its own line instead of extending the first). A line
 /// that is not text becomes an empty hop, which ends what is believed.
@@ -118,22 +127,29 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
     let update = warp::path!("update")
         .and(warp::post())
         .and(with_state(state.clone()))
-        .and(warp::addr::remote())
+        .and(peer())
         .and(forwarded.clone())
         .and(warp::body::stream())
         .then(
             |state: Arc<State>, peer, fwd: Option<String>, body| async move {
                 let started = Instant::now();
                 let ip = client_ip(&state, peer, fwd.as_deref());
-                let result = match read_limited(Box::pin(body), MAX_BODY_BYTES).await {
-                    Ok(Some(bytes)) => handle_update(&state, &bytes, ip).await,
-                    Ok(None) => Err(ApiError::new(
+                let deadline = state.config.http.limits().body_timeout;
+                let read =
+                    tokio::time::timeout(deadline, read_limited(Box::pin(body), MAX_BODY_BYTES));
+                let result = match read.await {
+                    Ok(Ok(Some(bytes))) => handle_update(&state, &bytes, ip).await,
+                    Ok(Ok(None)) => Err(ApiError::new(
                         ErrorCode::TooLarge,
                         format!("the body is over the limit of {MAX_BODY_BYTES} bytes"),
                     )),
-                    Err(e) => Err(ApiError::new(
+                    Ok(Err(e)) => Err(ApiError::new(
                         ErrorCode::Malformed,
                         format!("could not read the body: {e}"),
+                    )),
+                    Err(_) => Err(ApiError::new(
+                        ErrorCode::Malformed,
+                        format!("the body did not arrive within {deadline:?}"),
                     )),
                 };
                 state.metrics.observe_update(started.elapsed());
@@ -157,7 +173,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
     let ip = warp::path!("ip")
         .and(warp::get())
         .and(with_state(state.clone()))
-        .and(warp::addr::remote())
+        .and(peer())
         .and(forwarded.clone())
         .and(warp::header::optional::<String>("accept"))
         .and(warp::query::<HashMap<String, String>>())
@@ -221,7 +237,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
     let nic = warp::path!("nic" / "update")
         .and(warp::get())
         .and(with_state(state))
-        .and(warp::addr::remote())
+        .and(peer())
         .and(forwarded)
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::query::<HashMap<String, String>>())

@@ -87,6 +87,91 @@ pub struct Config {
     /// Rate limits.
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
+    /// Deadlines and caps of HTTP connections.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: deadlines and caps of HTTP connections, in the config's units.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Seconds a client has to send a request's head; on a keep-alive
+    /// connection also the idle time allowed between requests.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body (at most 4 KiB).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Seconds between HTTP/2 keep-alive pings (a peer that does not
+    /// answer within `header_timeout_secs` is closed).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Open connections at most. Keep it well below the service's
+    /// file-descriptor limit (1,024 by systemd's default): DNS updates,
+    /// sbot and SQLite need descriptors too.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections one source (an IPv4 address or an IPv6 /64) may
+    /// hold at once.
+    #[serde(default = "default_max_per_source")]
+    pub max_connections_per_source: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            header_timeout_secs: default_header_timeout(),
+            body_timeout_secs: default_body_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_source: default_max_per_source(),
+        }
+    }
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_body_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    512
+}
+fn default_max_per_source() -> usize {
+    32
+}
+
+/// The HTTP limits as the server uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// See [`HttpConfig::header_timeout_secs`].
+    pub header_timeout: Duration,
+    /// See [`HttpConfig::body_timeout_secs`].
+    pub body_timeout: Duration,
+    /// See [`HttpConfig::idle_timeout_secs`].
+    pub idle_timeout: Duration,
+    /// See [`HttpConfig::max_connections`].
+    pub max_connections: usize,
+    /// See [`HttpConfig::max_connections_per_source`].
+    pub max_connections_per_source: usize,
+}
+
+impl HttpConfig {
+    /// The limits, as durations.
+    pub fn limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            body_timeout: Duration::from_secs(self.body_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -336,6 +421,30 @@ impl Config {
                 ));
             }
         }
+        let http = &config.http;
+        for (key, secs) in [
+            ("http.header_timeout_secs", http.header_timeout_secs),
+            ("http.body_timeout_secs", http.body_timeout_secs),
+            ("http.idle_timeout_secs", http.idle_timeout_secs),
+        ] {
+            if secs == 0 || secs > 3600 {
+                return Err(invalid(key, "must be between 1 and 3600 seconds".into()));
+            }
+        }
+        if http.max_connections == 0 || http.max_connections > 65_536 {
+            return Err(invalid(
+                "http.max_connections",
+                "must be between 1 and 65536".into(),
+            ));
+        }
+        if http.max_connections_per_source == 0
+            || http.max_connections_per_source > http.max_connections
+        {
+            return Err(invalid(
+                "http.max_connections_per_source",
+                "must be at least 1 and at most http.max_connections".into(),
+            ));
+        }
         let rl = &config.rate_limit;
         if rl.per_key_per_minute == 0 || rl.per_key_burst == 0 || rl.failures_per_ip_per_minute == 0
         {
@@ -459,6 +568,34 @@ mod tests {
         );
         assert!(rules::check_name("pub", &c.reserved).is_err());
         assert!(rules::check_name("eb4890", &c.reserved).is_ok());
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let c = parse("domain = \"a.b\"").expect("valid");
+        let l = c.http.limits();
+        assert_eq!(l.header_timeout, Duration::from_secs(10));
+        assert_eq!((l.max_connections, l.max_connections_per_source), (512, 32));
+        for (bad, key) in [
+            (
+                "[http]\nheader_timeout_secs = 0",
+                "http.header_timeout_secs",
+            ),
+            (
+                "[http]\nbody_timeout_secs = 99999999999",
+                "http.body_timeout_secs",
+            ),
+            ("[http]\nmax_connections = 0", "http.max_connections"),
+            (
+                "[http]\nmax_connections = 10\nmax_connections_per_source = 11",
+                "http.max_connections_per_source",
+            ),
+        ] {
+            let err = parse(&format!("domain = \"a.b\"\n{bad}"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`config`]: the TOML config, validated, errors naming file and key.
 //! - [`api`]: [`api::routes`], every HTTP endpoint as one warp filter.
 //! - [`http`]: reply helpers shared by the endpoints.
+//! - [`conn`]: the HTTP accept loop: connection caps, per-source shares,
+//!   header and idle deadlines.
 //! - [`update`]: the front door of signed updates (`POST /update`): open,
 //!   verify, the checks that need no lock.
 //! - [`dyndns2`]: the front door of `GET /nic/update` for routers,
@@ -33,6 +35,7 @@
 
 pub mod api;
 pub mod config;
+pub mod conn;
 pub mod dns;
 pub mod dyndns2;
 pub mod graph;

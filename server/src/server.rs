@@ -12,7 +12,7 @@ use crate::config::{self, Config, GraphConfig};
 use crate::graph::{self, SocialGraph};
 use crate::registry::{self, Registry};
 use crate::state::{ReapplyError, State};
-use crate::{api, dns};
+use crate::{api, conn, dns};
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -178,12 +178,11 @@ pub async fn run(
         "peach-dyndns-server ready"
     );
     let mut http_rx = stop_rx;
-    let server = warp::serve(api::routes(state))
-        .incoming(listeners.http)
-        .graceful(async move {
-            let _ = http_rx.wait_for(|stop| *stop).await;
-        });
-    let http_task = tokio::spawn(server.run());
+    let limits = state.config.http.limits();
+    let server = conn::serve(api::routes(state), listeners.http, limits, async move {
+        let _ = http_rx.wait_for(|stop| *stop).await;
+    });
+    let http_task = tokio::spawn(server);
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");
     let _ = stop_tx.send(true);

@@ -6,6 +6,7 @@ mod bind;
 mod cli;
 mod common;
 mod dns;
+mod load;
 mod serve;
 mod ssb;
 mod v2;

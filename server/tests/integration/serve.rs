@@ -37,11 +37,18 @@ impl Running {
 
 pub async fn start(p: &Pub) -> Running {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
-    let dns_port = udp.local_addr().expect("addr").port();
-    let tcp = TcpListener::bind(("127.0.0.1", dns_port))
-        .await
-        .expect("bind dns tcp");
+    // A UDP port the kernel picks may be taken for TCP by someone else
+    // (other tests run at the same time): try again with another.
+    let mut pair = None;
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+        let port = udp.local_addr().expect("addr").port();
+        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
+            pair = Some((udp, tcp, port));
+            break;
+        }
+    }
+    let (udp, tcp, dns_port) = pair.expect("a port free for both UDP and TCP");
     let addr = http.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let state = p.state.clone();
