@@ -13,6 +13,7 @@ use serde_json::json;
 use warp::reply::Response;
 use warp::{Buf, Filter, Rejection};
 
+use crate::addr::canonical_ip;
 use crate::conn::Peer;
 use crate::dyndns2;
 use crate::http::{error_reply, json_reply, reply};
@@ -57,15 +58,6 @@ pub fn client_ip(
     forwarded: Option<&str>,
 ) -> Option<IpAddr> {
     forwarded_client(&state.config.trusted_proxies, peer, forwarded)
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:24.1.2.3`, what a dual-stack
-/// socket reports for an IPv4 peer) as the IPv4 address it is.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
 }
 
 /// The TCP peer: the [`Peer`] that [`crate::conn::serve`] puts into each

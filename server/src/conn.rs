@@ -33,6 +33,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::addr::source_of;
 use crate::config::HttpLimits;
 
 /// The TCP peer of a request, put into its extensions by [`serve`].
@@ -43,18 +44,6 @@ pub struct Peer(pub SocketAddr);
 /// descriptors, say), how long to wait before accepting again, so the loop
 /// does not spin (warp's own server waits the same).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
-
-/// The source a connection is counted against: the IPv4 address, or the
-/// /64 of an IPv6 address (IPv4-mapped addresses count as IPv4).
-pub fn source_of(ip: IpAddr) -> IpAddr {
-    match crate::api::canonical_ip(ip) {
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
-        }
-        v4 => v4,
-    }
-}
 
 /// Open connections per source.
 #[derive(Default)]
@@ -241,22 +230,6 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sources_are_addresses_and_v6_slash_64s() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(source_of(ip("24.1.2.3")), ip("24.1.2.3"));
-        assert_eq!(source_of(ip("::ffff:24.1.2.3")), ip("24.1.2.3"));
-        assert_eq!(source_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
-        assert_eq!(
-            source_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
-            source_of(ip("2001:db8:1:2::9"))
-        );
-        assert_ne!(
-            source_of(ip("2001:db8:1:3::1")),
-            source_of(ip("2001:db8:1:2::1"))
-        );
-    }
 
     #[test]
     fn a_source_gets_its_share_and_gives_it_back() {

@@ -63,7 +63,7 @@ pub async fn handle(
         return answer(state, vec!["badauth".into()], 401);
     };
     if let Some(ip) = peer {
-        if state.ip_failures.check(&ip).is_err() {
+        if state.failures_left(ip).is_err() {
             return answer(state, vec!["abuse".into()], 429);
         }
     }
@@ -150,7 +150,7 @@ async fn update_one(
         .is_some_and(|stored| bool::from(stored.as_bytes().ct_eq(token_hash.as_bytes())));
     if !authorised {
         if let Some(peer) = peer {
-            let _ = state.ip_failures.take(&peer);
+            state.charge_failure(peer);
         }
         return "badauth".into();
     }

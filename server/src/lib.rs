@@ -15,6 +15,7 @@
 //! - [`config`]: the TOML config, validated, errors naming file and key.
 //! - [`api`]: [`api::routes`], every HTTP endpoint as one warp filter.
 //! - [`http`]: reply helpers shared by the endpoints.
+//! - [`addr`]: IPv4-mapped addresses as IPv4, IPv6 sources per /64.
 //! - [`conn`]: the HTTP accept loop: connection caps, per-source shares,
 //!   header and idle deadlines.
 //! - [`update`]: the front door of signed updates (`POST /update`): open,
@@ -33,6 +34,7 @@
 //! - [`metrics`]: Prometheus text.
 //! - [`operator`]: what the operator commands do.
 
+pub mod addr;
 pub mod api;
 pub mod config;
 pub mod conn;

@@ -10,17 +10,32 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Buckets above this many are pruned of full ones, so a flood of source
-/// addresses cannot grow memory without bound.
-const PRUNE_ABOVE: usize = 10_000;
+/// Buckets one generation may hold before it is retired early, so a flood
+/// of source addresses cannot grow memory without bound.
+const MAX_PER_GENERATION: usize = 100_000;
 
 /// A set of token buckets, one per key.
+///
+/// Buckets expire without a scan: they live in two generations, and every
+/// `window` (the time an empty bucket takes to fill up again) the older
+/// generation is dropped whole and the current one becomes the older. A
+/// bucket untouched for a whole window is full, which is the same as not
+/// being there; one touched since is moved into the current generation.
 pub struct RateLimiter<K> {
     /// Tokens added per second.
     rate_per_sec: f64,
     /// Bucket size.
     burst: f64,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    /// How long a bucket takes to fill from empty: the generation length.
+    window: Duration,
+    buckets: Mutex<Generations<K>>,
+}
+
+struct Generations<K> {
+    current: HashMap<K, Bucket>,
+    previous: HashMap<K, Bucket>,
+    /// When `current` was started.
+    started: Instant,
 }
 
 #[derive(Clone, Copy)]
@@ -32,10 +47,22 @@ struct Bucket {
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `per_minute` tokens a minute, up to `burst` at once.
     pub fn new(per_minute: u32, burst: u32) -> RateLimiter<K> {
+        let rate_per_sec = f64::from(per_minute) / 60.0;
+        let burst = f64::from(burst.max(1));
+        let window = if rate_per_sec > 0.0 {
+            Duration::from_secs_f64((burst / rate_per_sec).min(86_400.0))
+        } else {
+            Duration::from_secs(86_400)
+        };
         RateLimiter {
-            rate_per_sec: f64::from(per_minute) / 60.0,
-            burst: f64::from(burst.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            rate_per_sec,
+            burst,
+            window,
+            buckets: Mutex::new(Generations {
+                current: HashMap::new(),
+                previous: HashMap::new(),
+                started: Instant::now(),
+            }),
         }
     }
 
@@ -45,20 +72,50 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         b.at = now;
     }
 
+    /// Rotates the generations when a window has passed (or the current
+    /// one is full), then finds `key`'s bucket, moving it into the current
+    /// generation; `None` if it has none (a full bucket).
+    fn bucket<'a>(
+        &self,
+        g: &'a mut Generations<K>,
+        key: &K,
+        now: Instant,
+    ) -> Option<&'a mut Bucket> {
+        let age = now.saturating_duration_since(g.started);
+        if age >= self.window || g.current.len() >= MAX_PER_GENERATION {
+            // Two windows without a touch: dropped. One: kept as previous.
+            g.previous = if age >= self.window.saturating_mul(2) {
+                HashMap::new()
+            } else {
+                std::mem::take(&mut g.current)
+            };
+            g.current.clear();
+            g.started = now;
+        }
+        if !g.current.contains_key(key) {
+            let old = g.previous.remove(key)?;
+            g.current.insert(key.clone(), old);
+        }
+        g.current.get_mut(key)
+    }
+
     /// Takes a token for `key`; on refusal, how long until one is there.
     pub fn take(&self, key: &K) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() > PRUNE_ABOVE {
-            let (rate, burst) = (self.rate_per_sec, self.burst);
-            buckets.retain(|_, b| {
-                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
-            });
+        let mut g = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if self.bucket(&mut g, key, now).is_none() {
+            g.current.insert(
+                key.clone(),
+                Bucket {
+                    tokens: self.burst,
+                    at: now,
+                },
+            );
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: self.burst,
-            at: now,
-        });
+        let bucket = g
+            .current
+            .get_mut(key)
+            .expect("invariant: the bucket was just found or inserted");
         self.refill(bucket, now);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -72,8 +129,8 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// until one is there.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        match buckets.get_mut(key) {
+        let mut g = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match self.bucket(&mut g, key, now) {
             None => Ok(()),
             Some(bucket) => {
                 self.refill(bucket, now);
@@ -84,6 +141,17 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
                 }
             }
         }
+    }
+
+    /// How many buckets are held (both generations).
+    pub fn len(&self) -> usize {
+        let g = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        g.current.len() + g.previous.len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn wait_for(&self, tokens: f64) -> Duration {
@@ -114,5 +182,32 @@ mod tests {
         assert!(rl.check(&"k").is_ok());
         assert!(rl.take(&"k").is_ok());
         assert!(rl.take(&"k").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_expire_by_generation_without_losing_an_empty_one() {
+        // 60 a minute, burst 10: a bucket fills in 10 s, the window.
+        let rl = RateLimiter::new(60, 10);
+        for i in 0..1000 {
+            let _ = rl.take(&i);
+        }
+        for _ in 0..10 {
+            let _ = rl.take(&-1);
+        }
+        assert!(rl.take(&-1).is_err(), "-1 is empty");
+        assert_eq!(rl.len(), 1001);
+        // Half a window later -1 is still half empty, wherever it is kept.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(rl.check(&-1).is_ok());
+        for _ in 0..5 {
+            assert!(rl.take(&-1).is_ok());
+        }
+        assert!(rl.take(&-1).is_err(), "not refilled by a rotation");
+        // Two windows on, the untouched buckets are gone; -1 was touched.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let _ = rl.check(&-1);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let _ = rl.check(&-1);
+        assert!(rl.len() <= 1, "{}", rl.len());
     }
 }

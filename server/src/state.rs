@@ -2,10 +2,12 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use peach_dyndns_protocol::identity::{Keypair, PublicKey};
 use peach_dyndns_protocol::seal::Opener;
 
+use crate::addr::source_of;
 use crate::config::Config;
 use crate::dns::{ZoneBackend, ZoneChange};
 use crate::graph::SocialGraph;
@@ -30,7 +32,8 @@ pub struct State {
     pub graph: Arc<dyn SocialGraph>,
     /// Authenticated requests per key.
     pub key_limits: RateLimiter<PublicKey>,
-    /// Failed, unauthenticated requests per source address.
+    /// Refused requests per source (address, or /64 for IPv6); use
+    /// [`State::failures_left`] and [`State::charge_failure`].
     pub ip_failures: RateLimiter<IpAddr>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
@@ -65,6 +68,17 @@ impl State {
             metrics: Metrics::default(),
             locks: Stripes::default(),
         }
+    }
+
+    /// Whether `ip`'s source (its address, or its /64) may still fail;
+    /// on refusal, how long until it may.
+    pub fn failures_left(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.ip_failures.check(&source_of(ip))
+    }
+
+    /// Charges a refused request to `ip`'s source.
+    pub fn charge_failure(&self, ip: IpAddr) {
+        let _ = self.ip_failures.take(&source_of(ip));
     }
 
     /// The announcement: what `announce` publishes on SSB and

@@ -8,10 +8,25 @@
 use std::net::IpAddr;
 
 use peach_dyndns_protocol::message::Op;
-use peach_dyndns_protocol::{rules, seal};
+use peach_dyndns_protocol::{rules, seal, ErrorCode};
 
 use crate::pipeline::{self, Action, ApiError, Auth, Request, UpdateOk};
 use crate::State;
+
+/// Whether a refusal is charged to the sender's address: every refusal
+/// the sender caused, before or after the signature (a replay, a key the
+/// pub does not follow, a name owned by another key…), so that refusals
+/// cost the sender and not the pub. Not the pub's own troubles (DNS, the
+/// graph, its database) nor the key's own rate limit.
+fn charged(code: ErrorCode) -> bool {
+    !matches!(
+        code,
+        ErrorCode::RateLimited
+            | ErrorCode::DnsUnavailable
+            | ErrorCode::GraphUnavailable
+            | ErrorCode::Internal
+    )
+}
 
 /// Handles the body of `POST /update` from `peer`.
 pub async fn handle_update(
@@ -19,23 +34,25 @@ pub async fn handle_update(
     body: &[u8],
     peer: Option<IpAddr>,
 ) -> Result<UpdateOk, ApiError> {
-    // Requests that fail before the signature is verified cost CPU and
-    // prove nothing about the sender, so they are limited per address.
+    // Refusals cost CPU (an X25519 and an ed25519 operation, perhaps a
+    // graph lookup) and prove nothing good about the sender, so each
+    // source has a budget of them.
     if let Some(ip) = peer {
-        state
-            .ip_failures
-            .check(&ip)
-            .map_err(ApiError::rate_limited)?;
+        state.failures_left(ip).map_err(ApiError::rate_limited)?;
     }
-    let charge = |e: ApiError| {
-        if let Some(ip) = peer {
-            let _ = state.ip_failures.take(&ip);
+    let result = checked(state, body).await;
+    if let (Err(e), Some(ip)) = (&result, peer) {
+        if charged(e.code) {
+            state.charge_failure(ip);
         }
-        e
-    };
-    let verified = seal::open_envelope_with(body, &state.opener).map_err(|e| charge(e.into()))?;
+    }
+    result
+}
+
+async fn checked(state: &State, body: &[u8]) -> Result<UpdateOk, ApiError> {
+    let verified = seal::open_envelope_with(body, &state.opener)?;
     let msg = verified.msg;
-    rules::check_pub(&msg.pub_id, &state.keypair.public()).map_err(|e| charge(e.into()))?;
+    rules::check_pub(&msg.pub_id, &state.keypair.public())?;
     rules::check_domain(&msg.domain, &state.config.domain)?;
     rules::check_name(&msg.name, &state.config.reserved)?;
     if msg.op == Op::Update {
@@ -51,7 +68,7 @@ pub async fn handle_update(
         .map_err(ApiError::rate_limited)?;
     // Cheap early check, so replays never reach sbot; repeated under the
     // lock in the pipeline, where it counts.
-    pipeline::check_seq(state, &msg.public_key.to_string(), msg.seq).map_err(charge)?;
+    pipeline::check_seq(state, &msg.public_key.to_string(), msg.seq)?;
     state
         .key_limits
         .take(&msg.public_key)

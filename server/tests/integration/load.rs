@@ -149,3 +149,69 @@ async fn a_body_that_never_arrives_is_cut_off_at_the_body_deadline() {
     );
     server.stop().await;
 }
+
+/// Posts `body` through the real router as if from `from`.
+async fn post_from(p: &Pub, body: &[u8], from: &str) -> (u16, String) {
+    let resp = warp::test::request()
+        .method("POST")
+        .path("/update")
+        .header("content-type", "application/json")
+        .remote_addr(from.parse().expect("addr"))
+        .body(body)
+        .reply(&peach_dyndns_server::api::routes(p.state.clone()))
+        .await;
+    let json: serde_json::Value = serde_json::from_slice(resp.body()).unwrap_or_default();
+    (
+        resp.status().as_u16(),
+        json["error"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn refusals_after_the_signature_cost_the_sender_per_address_and_per_64() {
+    let followed = Keypair::generate();
+    let p = pub_with(
+        std::sync::Arc::new(peach_dyndns_server::graph::Allowlist::new([
+            followed.public()
+        ])),
+        "",
+        "[rate_limit]\nfailures_per_ip_per_minute = 5",
+    );
+    let ip = "24.1.2.3".parse().expect("ip");
+    // Fresh unfollowed keys, each correctly signed: 403 until the
+    // address's budget is used up, then 429.
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        let stranger = Keypair::generate();
+        let b = body(&update(&stranger, "eb4890", ip, 1), &stranger, &p.keypair);
+        got.push(post_from(&p, &b, "24.66.66.66:4000").await);
+    }
+    assert_eq!(
+        got[..5].iter().filter(|g| g.1 == "not_followed").count(),
+        5,
+        "{got:?}"
+    );
+    assert!(got[5..].iter().all(|g| g.0 == 429), "{got:?}");
+    // Another address is not affected: the followed key gets through.
+    let b = body(&update(&followed, "eb4890", ip, 1), &followed, &p.keypair);
+    assert_eq!(post_from(&p, &b, "24.77.77.77:4000").await.0, 200);
+    // A /64 is one source: other addresses inside it share its budget.
+    for i in 0..5 {
+        let stranger = Keypair::generate();
+        let b = body(&update(&stranger, "other", ip, 1), &stranger, &p.keypair);
+        let from = format!("[2001:db8:1:2::{:x}]:4000", i + 1);
+        assert_eq!(post_from(&p, &b, &from).await.1, "not_followed");
+    }
+    let stranger = Keypair::generate();
+    let b = body(&update(&stranger, "other", ip, 1), &stranger, &p.keypair);
+    assert_eq!(
+        post_from(&p, &b, "[2001:db8:1:2:ffff::9]:4000").await.0,
+        429
+    );
+    assert_eq!(
+        post_from(&p, &b, "[2001:db8:1:3::1]:4000").await.1,
+        "not_followed"
+    );
+    // Nothing of theirs reached the registry.
+    assert_eq!(p.state.registry.get("other").expect("get"), None);
+}
