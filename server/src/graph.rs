@@ -47,6 +47,13 @@ pub trait SocialGraph: Send + Sync {
 
     /// A short name for logs and `/health`.
     fn kind(&self) -> &'static str;
+
+    /// The answer for `key` if it is at hand without asking anyone (a
+    /// cache, a list in memory): the pipeline lets such lookups through
+    /// without counting them against the lookups of new keys.
+    fn known(&self, _key: &PublicKey) -> Option<Standing> {
+        None
+    }
 }
 
 /// Keys listed in the config.
@@ -65,12 +72,16 @@ impl Allowlist {
 
 impl SocialGraph for Allowlist {
     fn standing<'a>(&'a self, key: &'a PublicKey) -> BoxFut<'a, Result<Standing, GraphError>> {
-        let standing = if self.keys.contains(key) {
+        let standing = self.known(key);
+        Box::pin(async move { Ok(standing.unwrap_or(Standing::NotFollowed)) })
+    }
+
+    fn known(&self, key: &PublicKey) -> Option<Standing> {
+        Some(if self.keys.contains(key) {
             Standing::Followed
         } else {
             Standing::NotFollowed
-        };
-        Box::pin(async move { Ok(standing) })
+        })
     }
 
     fn kind(&self) -> &'static str {
@@ -142,19 +153,18 @@ impl SsbGraph {
 }
 
 impl SocialGraph for SsbGraph {
+    fn known(&self, key: &PublicKey) -> Option<Standing> {
+        let now = Instant::now();
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, standing) = cache.get(key).copied()?;
+        (now.saturating_duration_since(at) < self.cache_for).then_some(standing)
+    }
+
     fn standing<'a>(&'a self, key: &'a PublicKey) -> BoxFut<'a, Result<Standing, GraphError>> {
         Box::pin(async move {
             let now = Instant::now();
-            if let Some((at, standing)) = self
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(key)
-                .copied()
-            {
-                if now.saturating_duration_since(at) < self.cache_for {
-                    return Ok(standing);
-                }
+            if let Some(standing) = self.known(key) {
+                return Ok(standing);
             }
             let standing = self.ask(key).await.map_err(|source| GraphError {
                 addr: self.cfg.addr,

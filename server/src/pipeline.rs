@@ -207,8 +207,41 @@ pub fn check_seq(state: &State, key: &str, seq: u64) -> Result<(), ApiError> {
 }
 
 /// Asks the social graph whether `key` may hold names here; fails closed.
+///
+/// An answer at hand (cached) costs nothing. A key that holds a name here
+/// is asked for at once. A key that holds none (anyone can make a fresh
+/// key a second) must find a free slot among a few for new keys, or it is
+/// told to come back (503 with `Retry-After`): so a flood of unknown keys
+/// never queues the updates of the pub's own Pis behind it on the one
+/// sbot connection.
 async fn check_graph(state: &State, key: &PublicKey) -> Result<(), ApiError> {
-    match state.graph.standing(key).await {
+    let standing = match state.graph.known(key) {
+        Some(standing) => Ok(standing),
+        None => {
+            let holds_a_name = !state
+                .registry
+                .names_of(&key.to_string())
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .is_empty();
+            let _slot = if holds_a_name {
+                None
+            } else {
+                match state.new_key_lookups.clone().try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        let mut e = ApiError::new(
+                            ErrorCode::GraphUnavailable,
+                            "too many new keys are being looked up right now; try again shortly",
+                        );
+                        e.retry_after = Some(5);
+                        return Err(e);
+                    }
+                }
+            };
+            state.graph.standing(key).await
+        }
+    };
+    match standing {
         Ok(Standing::Followed) => Ok(()),
         Ok(Standing::NotFollowed) => Err(ApiError::new(
             ErrorCode::NotFollowed,

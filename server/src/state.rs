@@ -4,6 +4,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use peach_dyndns_protocol::identity::{Keypair, PublicKey};
 use peach_dyndns_protocol::seal::Opener;
 
@@ -39,7 +41,15 @@ pub struct State {
     pub metrics: Metrics,
     /// Per key and per name locks of the pipeline.
     pub locks: Stripes,
+    /// Slots for graph lookups of keys that hold no name here (see
+    /// `pipeline::check_graph`).
+    pub new_key_lookups: Arc<Semaphore>,
 }
+
+/// Graph lookups of keys that hold no name here that may be in flight at
+/// once. Two keep sbot busy without letting strangers queue the pub's own
+/// Pis behind them.
+const NEW_KEY_LOOKUPS: usize = 2;
 
 impl State {
     /// Puts the parts together.
@@ -67,6 +77,7 @@ impl State {
             graph,
             metrics: Metrics::default(),
             locks: Stripes::default(),
+            new_key_lookups: Arc::new(Semaphore::new(NEW_KEY_LOOKUPS)),
         }
     }
 

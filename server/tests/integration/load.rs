@@ -215,3 +215,91 @@ async fn refusals_after_the_signature_cost_the_sender_per_address_and_per_64() {
     // Nothing of theirs reached the registry.
     assert_eq!(p.state.registry.get("other").expect("get"), None);
 }
+
+/// A graph where lookups of keys not in `followed` hang until released,
+/// like a slow sbot flooded with strangers.
+struct SlowGraph {
+    followed: Vec<peach_dyndns_protocol::identity::PublicKey>,
+    entered: std::sync::atomic::AtomicUsize,
+    release: tokio::sync::Notify,
+}
+
+impl peach_dyndns_server::graph::SocialGraph for SlowGraph {
+    fn standing<'a>(
+        &'a self,
+        key: &'a peach_dyndns_protocol::identity::PublicKey,
+    ) -> peach_dyndns_server::dns::BoxFut<
+        'a,
+        Result<peach_dyndns_server::graph::Standing, peach_dyndns_server::graph::GraphError>,
+    > {
+        use peach_dyndns_server::graph::Standing;
+        Box::pin(async move {
+            if self.followed.contains(key) {
+                return Ok(Standing::Followed);
+            }
+            // Registered before it counts, so a release after the count
+            // always reaches it.
+            let released = self.release.notified();
+            self.entered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            released.await;
+            Ok(Standing::NotFollowed)
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "slow"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_of_new_keys_are_bounded_and_never_hold_up_the_pubs_own_pis() {
+    let pi = Keypair::generate();
+    let graph = std::sync::Arc::new(SlowGraph {
+        followed: vec![pi.public()],
+        entered: std::sync::atomic::AtomicUsize::new(0),
+        release: tokio::sync::Notify::new(),
+    });
+    let p = std::sync::Arc::new(pub_with(graph.clone(), "", ""));
+    let ip = "24.1.2.3".parse().expect("ip");
+    let b = body(&update(&pi, "eb4890", ip, 1), &pi, &p.keypair);
+    assert_eq!(post_from(&p, &b, "24.1.1.1:4000").await.0, 200);
+    // Two strangers' lookups hang in the graph.
+    let mut stuck = Vec::new();
+    for i in 0..2 {
+        let p = p.clone();
+        stuck.push(tokio::spawn(async move {
+            let k = Keypair::generate();
+            let b = body(&update(&k, "x", ip, 1), &k, &p.keypair);
+            post_from(&p, &b, &format!("24.2.2.{}:4000", i + 1)).await
+        }));
+    }
+    let started = Instant::now();
+    while graph.entered.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "lookups started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A third is told to come back at once instead of queueing.
+    let k = Keypair::generate();
+    let b = body(&update(&k, "y", ip, 1), &k, &p.keypair);
+    let asked = Instant::now();
+    assert_eq!(
+        post_from(&p, &b, "24.3.3.3:4000").await,
+        (503, "graph_unavailable".to_string())
+    );
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    // The pub's own Pi (it holds a name) is looked up and served.
+    let b = body(
+        &update(&pi, "eb4890", "24.1.2.4".parse().expect("ip"), 2),
+        &pi,
+        &p.keypair,
+    );
+    assert_eq!(post_from(&p, &b, "24.1.1.1:4000").await.0, 200);
+    graph.release.notify_waiters();
+    for task in stuck {
+        assert_eq!(task.await.expect("task"), (403, "not_followed".to_string()));
+    }
+}
