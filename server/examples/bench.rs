@@ -40,7 +40,8 @@
 //! - `bench/ceiling.rs`: the crypto and raw BIND ceilings.
 //! - `bench/phase.rs`: the `--phase` child: the server, its runs.
 //! - `bench/client.rs`: the `--client` child: the load generator.
-//! - `bench/procfs.rs`: CPU time and RSS from `/proc`.
+//! - CPU time, RSS and the machine from `/proc`: `testkit::procfs`, shared
+//!   with the daemon's benchmark.
 
 // A crate root looks for modules beside it; these live in `bench/`.
 #[path = "bench/ceiling.rs"]
@@ -49,8 +50,6 @@ mod ceiling;
 mod client;
 #[path = "bench/phase.rs"]
 mod phase;
-#[path = "bench/procfs.rs"]
-mod procfs;
 #[path = "bench/spec.rs"]
 mod spec;
 
@@ -192,20 +191,8 @@ fn main() -> ExitCode {
 
 /// The machine, for the record: cores, CPU model, load.
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
-    format!("{cores} cores, {model}, load average {load}")
+    let m = testkit::procfs::Machine::read();
+    format!("{} cores, {}, load average {}", m.cores, m.model, m.load)
 }
 
 /// One raw BIND measurement, printed.

@@ -19,11 +19,19 @@
 //! - `error.rs`: [`Error`], one enum with the context a person needs to fix a
 //!   failing start (what is missing, the tail of the part's log).
 //! - `process.rs`: a child process in its own process group, its output in a
-//!   log file, stopped with SIGTERM and then SIGKILL; binary lookup; running
-//!   short-lived commands (`dig`, `nsupdate`, the ssb-server CLI).
+//!   log file, stopped with SIGTERM and then SIGKILL ([`Process`] for the
+//!   benchmarks' own children); binary lookup; running short-lived commands
+//!   (`dig`, `nsupdate`, the ssb-server CLI).
+//! - `dig.rs`: [`dig`], the real `dig` as every test runs it (server, name,
+//!   type, TCP, flags), with `+short` lines or the full reply taken apart.
 //! - `dns.rs`: a tiny hand-built DNS query used to poll `named` for readiness.
 //! - `named.rs`: [`Named`], a primary (or secondary) BIND zone with BIND's
 //!   session key and a TSIG key, and `dig`/`nsupdate` helpers.
+//! - `config.rs`: [`ServerConfig`] and [`DaemonConfig`], the text of the two
+//!   binaries' config files as tests write them, and [`write_secret`], the
+//!   0600 SSB secret file they name.
+//! - `procfs.rs`: [`procfs`], what `/proc` says about a process (CPU time,
+//!   resident memory, threads, mappings) and the machine, for the benchmarks.
 //! - `sbot.rs`: [`Sbot`], an ssb-server with its own HOME and app name, and
 //!   helpers that run its command line.
 //!
@@ -32,10 +40,13 @@
 
 #![warn(missing_docs)]
 
+mod config;
+mod dig;
 mod dns;
 mod error;
 mod named;
 mod process;
+pub mod procfs;
 mod sbot;
 
 use std::collections::HashSet;
@@ -44,8 +55,11 @@ use std::sync::Mutex;
 
 use rand_core::{OsRng, RngCore};
 
+pub use config::{toml_string, try_write_secret, write_secret, DaemonConfig, ServerConfig};
+pub use dig::{dig, Dig, DigReply};
 pub use error::{Error, Result};
 pub use named::{Named, NamedBuilder, TsigKey, DEFAULT_ZONE};
+pub use process::{Process, Signal};
 pub use sbot::{Sbot, SbotBuilder};
 
 /// Lowest port [`free_port`] hands out. Ports are drawn below Linux's default

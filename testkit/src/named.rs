@@ -38,7 +38,7 @@ const SBIN_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/local/sbin"];
 /// on an idle machine; a secondary first transfers the zone; a loaded CI
 /// machine building Rust on both cores is much slower.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a `dig` or `nsupdate` run may take before it is killed.
+/// How long an `nsupdate` run may take before it is killed.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Seconds `nsupdate` waits for an answer (`-t`); below [`TOOL_TIMEOUT`] so
 /// nsupdate reports the failure itself.
@@ -448,22 +448,10 @@ impl Named {
     }
 
     /// Runs `dig @127.0.0.1 -p <port> +short +norecurse <name> <rtype>` and
-    /// returns its non-empty output lines (empty for NXDOMAIN or no records).
+    /// returns its non-empty output lines (empty for NXDOMAIN or no records);
+    /// [`crate::dig`] asks with other options.
     pub fn try_dig(&self, name: &str, rtype: &str) -> Result<Vec<String>> {
-        let dig = find_program("`dig` (Debian package bind9-dnsutils)", "dig", None, &[])?;
-        let mut cmd = Command::new(dig);
-        cmd.arg("@127.0.0.1")
-            .args(["-p", &self.port.to_string()])
-            .args(["+short", "+norecurse", "+time=2", "+tries=2"])
-            .args([name, rtype]);
-        let out = process::run(cmd, None, TOOL_TIMEOUT)?;
-        Ok(out
-            .stdout
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty())
-            .map(String::from)
-            .collect())
+        crate::dig(self.addr(), name, rtype).norecurse().try_short()
     }
 
     /// [`try_dig`](Self::try_dig), panicking with the error's message.

@@ -1,5 +1,6 @@
 //! Child processes: long-running parts in their own process group with their
-//! output in a log file, stopped by PID; short commands with a time limit;
+//! output in a log file, stopped by PID (the harness's own parts, and
+//! [`Process`] for a benchmark's); short commands with a time limit;
 //! finding programs.
 
 use std::ffi::OsStr;
@@ -12,7 +13,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{self, Signal};
+use nix::sys::signal;
+pub use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -164,16 +166,22 @@ impl Daemon {
     /// Stops the part: SIGTERM to its process group, SIGKILL after
     /// [`STOP_GRACE`], then reaps it. Does nothing when it already exited.
     pub(crate) fn stop(&mut self) {
+        self.stop_within(STOP_GRACE);
+    }
+
+    /// [`stop`](Self::stop) with SIGKILL after `grace`; whether it exited
+    /// within the grace (or had exited before).
+    pub(crate) fn stop_within(&mut self, grace: Duration) -> bool {
         if self.exited().is_some() {
-            return;
+            return true;
         }
         let group = self.pid_nix();
         // ESRCH only: the group is gone already, which is what we want.
         let _ = signal::killpg(group, Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_GRACE;
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if self.exited().is_some() {
-                return;
+                return true;
             }
             thread::sleep(POLL_INTERVAL);
         }
@@ -181,6 +189,7 @@ impl Daemon {
         if let Ok(status) = self.child.wait() {
             self.reaped = Some(status);
         }
+        false
     }
 
     /// The PID as nix wants it. PIDs fit in `i32` on Linux (pid_max is at
@@ -193,6 +202,83 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A long-running child process for benchmarks and tests that start a
+/// binary themselves (the server, the daemon, inadyn): the same handling as
+/// the harness's own parts. It runs in its own process group with standard
+/// input closed and its output in a log file; dropping it stops it (SIGTERM
+/// to the group, SIGKILL after 5 s).
+#[derive(Debug)]
+pub struct Process {
+    /// The child and its log.
+    inner: Daemon,
+}
+
+impl Process {
+    /// Starts `cmd`, appending its standard output and error to `log`.
+    /// `what` names it in messages, e.g. "peach-dyndns-server".
+    pub fn spawn(cmd: Command, what: &str, log: &Path) -> Result<Process> {
+        Ok(Process {
+            inner: Daemon::spawn(cmd, what, log)?,
+        })
+    }
+
+    /// Its PID (also its process group ID).
+    pub fn pid(&self) -> u32 {
+        self.inner.pid()
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        self.inner.log()
+    }
+
+    /// The last lines of its log, for messages.
+    pub fn log_tail(&self) -> String {
+        self.inner.log_tail()
+    }
+
+    /// `Ok` while it runs; once it has exited, an error with its exit
+    /// status and the tail of its log.
+    pub fn check_alive(&mut self) -> Result<()> {
+        match self.inner.exited() {
+            None => Ok(()),
+            Some(status) => Err(Error::unexpected(
+                format!("checking on {}", self.inner.what),
+                format!(
+                    "it exited ({status})\n--- last lines of {} ---\n{}",
+                    self.inner.log.display(),
+                    self.inner.log_tail()
+                ),
+            )),
+        }
+    }
+
+    /// Sends `sig` to the process alone (not its group), e.g. SIGHUP to
+    /// reload or SIGUSR2 to make inadyn check now. Refused once it exited.
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        self.inner.signal(sig)
+    }
+
+    /// Stops it: SIGTERM to its group, and SIGKILL when it has not exited
+    /// within `grace`, which is then an error (a clean stop is part of what
+    /// a benchmark checks). `Ok` when it had exited already.
+    pub fn stop(&mut self, grace: Duration) -> Result<()> {
+        if self.inner.stop_within(grace) {
+            Ok(())
+        } else {
+            Err(Error::unexpected(
+                format!("stopping {}", self.inner.what),
+                format!(
+                    "it did not exit within {grace:?} of SIGTERM and was killed\n\
+                     --- last lines of {} ---\n{}",
+                    self.inner.log.display(),
+                    self.inner.log_tail()
+                ),
+            ))
+        }
     }
 }
 

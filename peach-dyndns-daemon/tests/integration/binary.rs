@@ -46,7 +46,9 @@ async fn once_exit_codes() {
     assert!(stdout.contains("peach-dyndns: online"), "{stdout}");
     assert!(stdout.contains("eb4890.peach.dinosaur.is"), "{stdout}");
     assert_eq!(
-        dig(pub_.dns, "eb4890.peach.dinosaur.is", "A"),
+        testkit::dig(pub_.dns, "eb4890.peach.dinosaur.is", "A")
+            .time_secs(1)
+            .short(),
         ["127.0.0.1"]
     );
 
@@ -143,7 +145,11 @@ async fn run_status_sighup_and_sigterm() {
     };
     kill("-HUP");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while dig(pub_.dns, "renamed.peach.dinosaur.is", "A").is_empty() {
+    while testkit::dig(pub_.dns, "renamed.peach.dinosaur.is", "A")
+        .time_secs(1)
+        .short()
+        .is_empty()
+    {
         assert!(
             Instant::now() < deadline,
             "the reloaded name never appeared; log:\n{}",

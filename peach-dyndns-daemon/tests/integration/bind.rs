@@ -14,7 +14,7 @@ async fn registers_through_bind_local_and_named_answers() {
     let named = Named::start();
     let pi = Pi::new();
     let table = format!(
-        "[dns]\nbackend = \"bind-local\"\nserver = \"{}\"\nsession_key = \"{}\"\n",
+        "backend = \"bind-local\"\nserver = \"{}\"\nsession_key = \"{}\"",
         named.addr(),
         named.session_key_path().display()
     );

@@ -13,25 +13,20 @@ use peach_dyndns_daemon::daemon::{real_services, Daemon, Shared};
 use peach_dyndns_protocol::identity::Keypair;
 use serde_json::{json, Value};
 use tempfile::TempDir;
+use testkit::{DaemonConfig, ServerConfig};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const DOMAIN: &str = "peach.dinosaur.is";
 
-/// Writes `kp`'s secret file with mode 0600.
-pub fn write_secret(path: &Path, kp: &Keypair) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(path, kp.to_secret_file()).expect("write secret");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
-
 /// Which DNS the pub drives.
 #[derive(Clone)]
 pub enum PubDns {
     /// The server's own embedded DNS on a loopback port.
     Embedded,
-    /// `[dns]` table text for another backend, and the server to ask.
+    /// The `[dns]` table's body (without its header) for another backend,
+    /// and the server to ask.
     Other { table: String, server: SocketAddr },
 }
 
@@ -52,7 +47,7 @@ impl TestPub {
     pub async fn start(allowed: &[&Keypair]) -> TestPub {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let keypair = Keypair::generate();
-        write_secret(&dir.path().join("secret"), &keypair);
+        testkit::write_secret(&dir.path().join("secret"), &keypair.to_secret_file());
         let allowed = allowed.iter().map(|k| k.id()).collect();
         TestPub::start_in(dir, keypair, allowed, PubDns::Embedded, None).await
     }
@@ -67,7 +62,7 @@ impl TestPub {
     pub async fn start_with_dns(allowed: &[&Keypair], pub_dns: PubDns) -> TestPub {
         let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
         let keypair = Keypair::generate();
-        write_secret(&dir.path().join("secret"), &keypair);
+        testkit::write_secret(&dir.path().join("secret"), &keypair.to_secret_file());
         let allowed = allowed.iter().map(|k| k.id()).collect();
         TestPub::start_in(dir, keypair, allowed, pub_dns, None).await
     }
@@ -79,23 +74,16 @@ impl TestPub {
         pub_dns: PubDns,
         ports: Option<(SocketAddr, SocketAddr)>,
     ) -> TestPub {
-        let allow = allowed
-            .iter()
-            .map(|id| format!("{id:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let dns_table = match &pub_dns {
-            PubDns::Embedded => {
-                "[dns]\nbackend = \"embedded\"\nlisten = \"127.0.0.1:0\"\n".to_string()
-            }
-            PubDns::Other { table, .. } => table.clone(),
+        let text = ServerConfig::new(DOMAIN)
+            .listen("127.0.0.1:0")
+            .secret(dir.path().join("secret"))
+            .database(dir.path().join("registry.sqlite3"))
+            .allow_private_addresses(true);
+        let text = match &pub_dns {
+            PubDns::Embedded => text.dns_embedded("127.0.0.1:0"),
+            PubDns::Other { table, .. } => text.dns(table),
         };
-        let text = format!(
-            "domain = \"{DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nsecret = {:?}\ndatabase = {:?}\n\
-             allow_private_addresses = true\n{dns_table}\n[graph]\nbackend = \"allowlist\"\nallow = [{allow}]\n",
-            dir.path().join("secret"),
-            dir.path().join("registry.sqlite3"),
-        );
+        let text = text.graph_allowlist(&allowed).to_toml();
         let config = peach_dyndns_server::config::Config::from_str(&text, Path::new("pub.toml"))
             .expect("pub config");
         let (state, embedded) = peach_dyndns_server::build_state(config).expect("pub state");
@@ -192,7 +180,7 @@ impl Pi {
     pub fn new() -> Pi {
         let dir = tempfile::tempdir().expect("tempdir");
         let keypair = Keypair::generate();
-        write_secret(&dir.path().join("secret"), &keypair);
+        testkit::write_secret(&dir.path().join("secret"), &keypair.to_secret_file());
         Pi { keypair, dir }
     }
 
@@ -200,22 +188,27 @@ impl Pi {
         self.dir.path().join("daemon.toml")
     }
 
-    /// A config for `pub_` with fast timers (real time), `extra` appended
-    /// to the top level and `ip_table` as the `[ip]` table body.
+    /// A config for `pub_` (configured completely, so no sbot is needed)
+    /// with fast timers (real time), private addresses allowed and the RPC
+    /// on 127.0.0.1:0.
+    pub fn config(&self, pub_: &TestPub) -> DaemonConfig {
+        DaemonConfig::new()
+            .secret_path(self.dir.path().join("secret"))
+            .state_path(self.dir.path().join("state.json"))
+            .fast_timers()
+            .registration_name("eb4890")
+            .static_pub(&pub_.keypair.id(), &pub_.update_url(), DOMAIN)
+            .allow_private_addresses(true)
+            .dns_server(pub_.dns)
+            .dns_timeout_secs(1)
+            .rpc_listen("127.0.0.1:0")
+            .sbot_enabled(false)
+    }
+
+    /// [`config`](Self::config) as text, with `top` added to the top level
+    /// and `ip_table` to the `[ip]` table.
     pub fn config_text(&self, pub_: &TestPub, top: &str, ip_table: &str) -> String {
-        format!(
-            "secret_path = {:?}\nstate_path = {:?}\ncheck_interval_secs = 1\n\
-             backoff_min_secs = 1\nbackoff_max_secs = 2\nhttp_timeout_secs = 2\n{top}\n\
-             [registration]\nname = \"eb4890\"\npub_id = \"{}\"\nurl = \"{}\"\ndomain = \"{DOMAIN}\"\n\
-             [ip]\nallow_private_addresses = true\n{ip_table}\n\
-             [dns]\nserver = \"{}\"\ntimeout_secs = 1\n\
-             [rpc]\nlisten = \"127.0.0.1:0\"\n[sbot]\nenabled = false\n",
-            self.dir.path().join("secret"),
-            self.dir.path().join("state.json"),
-            pub_.keypair.id(),
-            pub_.update_url(),
-            pub_.dns,
-        )
+        self.config(pub_).top(top).ip(ip_table).to_toml()
     }
 
     /// Writes the config file and loads it.
@@ -334,35 +327,6 @@ impl Echo {
             *a = text.to_string();
         }
     }
-}
-
-/// `dig @server -p port name rtype +short`, with the real dig.
-pub fn dig(server: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
-    let out = std::process::Command::new("dig")
-        .args([
-            &format!("@{}", server.ip()),
-            "-p",
-            &server.port().to_string(),
-            name,
-            rtype,
-            "+short",
-            "+time=1",
-            "+tries=2",
-        ])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("dig is needed for this test (apt-get install bind9-dnsutils): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "dig failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .filter(|l| !l.is_empty())
-        .collect()
 }
 
 /// Loopback address text, for comparisons.

@@ -22,7 +22,7 @@ use peach_dyndns_protocol::message::UpdateMsg;
 use peach_dyndns_protocol::rules::SEQ_AHEAD_MS;
 use peach_dyndns_protocol::{ip_answer, seal};
 use serde_json::{json, Value};
-use testkit::Sbot;
+use testkit::{DaemonConfig, Sbot};
 use tokio::net::TcpListener;
 
 use crate::common::*;
@@ -162,7 +162,10 @@ async fn a_hostile_pub_claiming_the_same_domain() {
 
     let real_pub = TestPub::start(&[&pi_key]).await;
     let hostile_dir = Arc::new(tempfile::tempdir().expect("tempdir"));
-    write_secret(&hostile_dir.path().join("secret"), &hostile_key);
+    testkit::write_secret(
+        &hostile_dir.path().join("secret"),
+        &hostile_key.to_secret_file(),
+    );
     let hostile_pub = TestPub::start_as(hostile_dir, hostile_key.clone(), &[&pi_key]).await;
     let relay = Relay::start(hostile_key.clone(), &real_pub).await;
     let echo = Echo::start("127.0.0.3\n").await;
@@ -181,24 +184,24 @@ async fn a_hostile_pub_claiming_the_same_domain() {
 
     let pi = Pi::new();
     let state_path = pi.dir.path().join("state.json");
-    let config_for = |registration: &str, dns: SocketAddr| {
-        format!(
-            "secret_path = {:?}\nstate_path = {:?}\ncheck_interval_secs = 1\n\
-             backoff_min_secs = 1\nbackoff_max_secs = 2\nhttp_timeout_secs = 2\n\
-             [registration]\nname = \"eb4890\"\n{registration}\n\
-             [ip]\nallow_private_addresses = true\necho_urls = [\"{}\"]\n\
-             [dns]\nserver = \"{dns}\"\ntimeout_secs = 1\n\
-             [rpc]\nlisten = \"127.0.0.1:0\"\n\
-             [sbot]\naddress = \"127.0.0.1:{}\"\nallow_private_pub_urls = true\n",
-            pi_sbot.secret_path(),
-            state_path,
-            echo.url,
-            pi_sbot.port(),
-        )
+    let config_for = |with_pub: DaemonConfig, dns: SocketAddr| {
+        with_pub
+            .secret_path(pi_sbot.secret_path())
+            .state_path(&state_path)
+            .fast_timers()
+            .registration_name("eb4890")
+            .allow_private_addresses(true)
+            .echo_urls([&echo.url])
+            .dns_server(dns)
+            .dns_timeout_secs(1)
+            .rpc_listen("127.0.0.1:0")
+            .sbot_address(format!("127.0.0.1:{}", pi_sbot.port()))
+            .allow_private_pub_urls(true)
+            .to_toml()
     };
     // The owner picked the hostile pub by its id (from its announcement).
     let config = pi.write_config(&config_for(
-        &format!("pub_id = \"{}\"", hostile_key.id()),
+        DaemonConfig::new().pub_id(&hostile_key.id()),
         hostile_pub.dns,
     ));
     let mut d = RunningDaemon::start(&pi, config).await;
@@ -270,7 +273,10 @@ async fn a_hostile_pub_claiming_the_same_domain() {
         assert!(*seq <= unix_ms() + SEQ_AHEAD_MS, "{pub_id}: {seq}");
     }
     assert!(
-        dig(real_pub.dns, "eb4890.peach.dinosaur.is", "A").is_empty(),
+        testkit::dig(real_pub.dns, "eb4890.peach.dinosaur.is", "A")
+            .time_secs(1)
+            .short()
+            .is_empty(),
         "the real pub holds nothing for the name"
     );
 
@@ -280,11 +286,7 @@ async fn a_hostile_pub_claiming_the_same_domain() {
     std::fs::write(
         pi.config_path(),
         config_for(
-            &format!(
-                "pub_id = \"{}\"\nurl = \"{}\"\ndomain = \"{DOMAIN}\"",
-                real_pub.keypair.id(),
-                real_pub.update_url()
-            ),
+            DaemonConfig::new().static_pub(&real_pub.keypair.id(), &real_pub.update_url(), DOMAIN),
             real_pub.dns,
         ),
     )
@@ -313,7 +315,9 @@ async fn a_hostile_pub_claiming_the_same_domain() {
         .await;
     assert_eq!(st["ip"], "127.0.0.1", "{st:#}");
     assert_eq!(
-        dig(real_pub.dns, "eb4890.peach.dinosaur.is", "A"),
+        testkit::dig(real_pub.dns, "eb4890.peach.dinosaur.is", "A")
+            .time_secs(1)
+            .short(),
         ["127.0.0.1"]
     );
     let state = StateStore::new(&state_path).load().expect("state");

@@ -230,7 +230,9 @@ async fn panel_setup_goes_green_and_shows_the_pub_going_away() {
     // The dot is what the JSON-RPC says, and the pub's DNS answers.
     assert_eq!(d.result("is_online", None).await, json!(true));
     assert_eq!(
-        dig(pub_.dns, &format!("eb4890.{DOMAIN}"), "A"),
+        testkit::dig(pub_.dns, &format!("eb4890.{DOMAIN}"), "A")
+            .time_secs(1)
+            .short(),
         ["127.0.0.1"]
     );
     let written = std::fs::read_to_string(pi.config_path()).expect("config");
@@ -308,7 +310,10 @@ async fn panel_explains_a_pub_that_refuses_the_key() {
     );
     assert_eq!(p["next_check"], "after the setup changes", "{p:#}");
     assert_eq!(d.result("is_online", None).await, json!(false));
-    assert!(dig(pub_.dns, &format!("eb4890.{DOMAIN}"), "A").is_empty());
+    assert!(testkit::dig(pub_.dns, &format!("eb4890.{DOMAIN}"), "A")
+        .time_secs(1)
+        .short()
+        .is_empty());
     shot(&b, pi.dir.path(), "panel-refused.png").await;
 
     b.quit().await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use peach_dyndns_protocol::identity::parse_secret_file;
 use serde_json::json;
-use testkit::Sbot;
+use testkit::{DaemonConfig, Sbot};
 
 use crate::common::*;
 
@@ -24,7 +24,7 @@ async fn finds_the_pub_through_its_announcement_and_registers() {
 
     // The dyndns server seals to the pub sbot's key and lets the Pi in.
     let dir = std::sync::Arc::new(tempfile::tempdir().expect("tempdir"));
-    write_secret(&dir.path().join("secret"), &pub_key);
+    testkit::write_secret(&dir.path().join("secret"), &pub_key.to_secret_file());
     let server = TestPub::start_as(dir, pub_key.clone(), &[&pi_key]).await;
     pub_sbot.publish(json!({
         "type": "peach-dyndns", "domain": DOMAIN, "url": server.update_url(), "ttl": 60
@@ -33,23 +33,22 @@ async fn finds_the_pub_through_its_announcement_and_registers() {
     let invite = invite.trim().trim_matches('"').to_string();
 
     let pi = Pi::new();
-    let text = pi
-        .config_text(&server, "", "")
-        .replace(
-            &format!("secret_path = {:?}", pi.dir.path().join("secret")),
-            &format!("secret_path = {:?}", pi_sbot.secret_path()),
-        )
-        .replace(&format!("url = \"{}\"\n", server.update_url()), "")
-        .replace(&format!("domain = \"{DOMAIN}\"\n"), "")
-        .replace(
-            "[sbot]\nenabled = false\n",
-            // v2: the pub announces a loopback URL, which only a config
-            // that allows private pub URLs believes.
-            &format!(
-                "[sbot]\naddress = \"127.0.0.1:{}\"\nallow_private_pub_urls = true\n",
-                pi_sbot.port()
-            ),
-        );
+    // Only the pub's id: its URL and domain come from its announcement.
+    // v2: the pub announces a loopback URL, which only a config that
+    // allows private pub URLs believes.
+    let text = DaemonConfig::new()
+        .secret_path(pi_sbot.secret_path())
+        .state_path(pi.dir.path().join("state.json"))
+        .fast_timers()
+        .registration_name("eb4890")
+        .pub_id(&server.keypair.id())
+        .allow_private_addresses(true)
+        .dns_server(server.dns)
+        .dns_timeout_secs(1)
+        .rpc_listen("127.0.0.1:0")
+        .sbot_address(format!("127.0.0.1:{}", pi_sbot.port()))
+        .allow_private_pub_urls(true)
+        .to_toml();
     let config = pi.write_config(&text);
     assert!(config.static_pub().is_none());
     let mut d = RunningDaemon::start(&pi, config).await;
@@ -79,7 +78,9 @@ async fn finds_the_pub_through_its_announcement_and_registers() {
     })
     .await;
     assert_eq!(
-        dig(server.dns, "eb4890.peach.dinosaur.is", "A"),
+        testkit::dig(server.dns, "eb4890.peach.dinosaur.is", "A")
+            .time_secs(1)
+            .short(),
         ["127.0.0.1"]
     );
     d.stop().await;

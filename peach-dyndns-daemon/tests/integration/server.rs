@@ -26,7 +26,9 @@ async fn once_registers_and_dig_answers() {
     assert_eq!(st.fqdn.as_deref(), Some("eb4890.peach.dinosaur.is"));
     assert_eq!(st.ip, Some("127.0.0.1".parse().expect("v4")));
     assert_eq!(
-        dig(pub_.dns, "eb4890.peach.dinosaur.is", "A"),
+        testkit::dig(pub_.dns, "eb4890.peach.dinosaur.is", "A")
+            .time_secs(1)
+            .short(),
         ["127.0.0.1"]
     );
 
@@ -51,7 +53,9 @@ async fn dns_follows_an_address_change() {
     })
     .await;
     assert_eq!(
-        dig(pub_.dns, "eb4890.peach.dinosaur.is", "A"),
+        testkit::dig(pub_.dns, "eb4890.peach.dinosaur.is", "A")
+            .time_secs(1)
+            .short(),
         ["127.0.0.2"]
     );
 
@@ -61,7 +65,9 @@ async fn dns_follows_an_address_change() {
     })
     .await;
     assert_eq!(
-        dig(pub_.dns, "eb4890.peach.dinosaur.is", "A"),
+        testkit::dig(pub_.dns, "eb4890.peach.dinosaur.is", "A")
+            .time_secs(1)
+            .short(),
         ["127.0.0.3"]
     );
 
@@ -74,7 +80,9 @@ async fn dns_follows_an_address_change() {
     )
     .await;
     assert_eq!(
-        dig(pub_.dns, "eb4890.peach.dinosaur.is", "A"),
+        testkit::dig(pub_.dns, "eb4890.peach.dinosaur.is", "A")
+            .time_secs(1)
+            .short(),
         ["127.0.0.3"]
     );
     d.stop().await;
@@ -170,7 +178,10 @@ async fn a_key_the_pub_does_not_follow_is_parked() {
         Some("not_followed")
     );
     assert!(outcome.status.parked);
-    assert!(dig(pub_.dns, "eb4890.peach.dinosaur.is", "A").is_empty());
+    assert!(testkit::dig(pub_.dns, "eb4890.peach.dinosaur.is", "A")
+        .time_secs(1)
+        .short()
+        .is_empty());
 }
 
 /// Another Pi's name is `name_taken`; `check_name` says so, and says

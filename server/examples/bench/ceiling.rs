@@ -12,8 +12,8 @@ use peach_dyndns_protocol::message::{verify_signed, Op, UpdateMsg};
 use peach_dyndns_protocol::seal;
 use peach_dyndns_server::dns::{self, Rfc2136, ZoneBackend};
 use serde::{Deserialize, Serialize};
+use testkit::procfs;
 
-use crate::procfs;
 use crate::spec::{bench_key, bench_name, home_ip};
 
 /// Single-core cost of reading one request body.

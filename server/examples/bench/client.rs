@@ -18,12 +18,12 @@ use anyhow::Context as _;
 use peach_dyndns_protocol::identity::PublicKey;
 use peach_dyndns_protocol::message::{Op, UpdateMsg};
 use peach_dyndns_protocol::seal;
+use testkit::procfs;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::procfs;
 use crate::spec::{
     bench_key, bench_name, change_ip, home_ip, ClientResult, ClientSpec, RunKind, RESULT_PREFIX,
 };

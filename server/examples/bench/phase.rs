@@ -24,12 +24,12 @@ use peach_dyndns_server::pipeline::now_ms;
 use peach_dyndns_server::registry::Entry;
 use peach_dyndns_server::{build_state, run, Listeners, State};
 use sha2::{Digest as _, Sha256};
+use testkit::procfs;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::Command;
 use tokio::time::timeout;
 
 use crate::ceiling::{NamedAt, RawBind};
-use crate::procfs;
 use crate::spec::{
     bench_key, BackendSpec, ClientResult, ClientSpec, PhaseReport, PhaseSpec, Reapply, RunKind,
     RunReport, RESULT_PREFIX,

@@ -15,13 +15,16 @@
 //!   TSIG over UDP (TCP when the reply is truncated); the `rfc2136` and
 //!   `bind-local` backends.
 //! - `nsupdate.rs`: [`Nsupdate`], which runs `nsupdate -l` per change.
-//! - `embedded.rs`: [`EmbeddedDns`], an authoritative server for the zone
-//!   from an in-memory table, over UDP and TCP.
+//! - `zone.rs`: the embedded server's zone: the in-memory table and how it
+//!   answers a query (pure: bytes in, bytes out).
+//! - `embedded.rs`: [`EmbeddedDns`], which serves that zone over UDP and
+//!   TCP and is the `embedded` backend.
 
 pub mod embedded;
 mod key;
 mod nsupdate;
 mod rfc2136;
+mod zone;
 
 use std::future::Future;
 use std::io;

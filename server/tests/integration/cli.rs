@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use peach_dyndns_protocol::identity::Keypair;
 
-use crate::common::write_secret;
+use testkit::{write_secret, ServerConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_peach-dyndns-server");
 
@@ -33,7 +33,9 @@ fn broken_config_names_file_and_key_and_exits_1() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = write_config(
         dir.path(),
-        "domain = \"peach.dinosaur.is\"\nttl = \"soon\"\n",
+        &ServerConfig::new("peach.dinosaur.is")
+            .top("ttl = \"soon\"")
+            .to_toml(),
     );
     let (code, _, err) = run(&["--config", &cfg, "check"]);
     assert_eq!(code, 1, "{err}");
@@ -47,15 +49,17 @@ fn broken_config_names_file_and_key_and_exits_1() {
 fn readable_secret_is_refused_with_its_path() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().expect("tmp");
-    let secret = write_secret(dir.path(), &Keypair::generate());
+    let secret = write_secret(
+        &dir.path().join("secret"),
+        &Keypair::generate().to_secret_file(),
+    );
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let cfg = write_config(
         dir.path(),
-        &format!(
-            "domain = \"peach.dinosaur.is\"\nsecret = \"{}\"\ndatabase = \"{}\"\n",
-            secret.display(),
-            dir.path().join("r.sqlite3").display()
-        ),
+        &ServerConfig::new("peach.dinosaur.is")
+            .secret(&secret)
+            .database(dir.path().join("r.sqlite3"))
+            .to_toml(),
     );
     let (code, _, err) = run(&["--config", &cfg, "names"]);
     assert_eq!(code, 1, "{err}");
@@ -73,18 +77,20 @@ fn readable_secret_is_refused_with_its_path() {
 fn serves_then_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tmp");
     let pi = Keypair::generate();
-    let secret = write_secret(dir.path(), &Keypair::generate());
+    let secret = write_secret(
+        &dir.path().join("secret"),
+        &Keypair::generate().to_secret_file(),
+    );
     let (http, dns) = (testkit::free_port(), testkit::free_port());
     let cfg = write_config(
         dir.path(),
-        &format!(
-            "domain = \"peach.dinosaur.is\"\nlisten = \"127.0.0.1:{http}\"\nsecret = \"{}\"\n\
-             database = \"{}\"\n[dns]\nbackend = \"embedded\"\nlisten = \"127.0.0.1:{dns}\"\n\
-             [graph]\nbackend = \"allowlist\"\nallow = [\"{}\"]\n",
-            secret.display(),
-            dir.path().join("r.sqlite3").display(),
-            pi.id()
-        ),
+        &ServerConfig::new("peach.dinosaur.is")
+            .listen(format!("127.0.0.1:{http}"))
+            .secret(&secret)
+            .database(dir.path().join("r.sqlite3"))
+            .dns_embedded(format!("127.0.0.1:{dns}"))
+            .graph_allowlist([pi.id()])
+            .to_toml(),
     );
     let mut child = Command::new(BIN)
         .args(["--config", &cfg])
@@ -173,11 +179,13 @@ fn init_writes_a_zone_bind_accepts() {
     );
     assert!(out.contains("backend = \"rfc2136\""), "{out}");
     // The key is one the rfc2136 backend reads.
-    let cfg = format!(
-        "domain = \"peach.dinosaur.is\"\n[dns]\nbackend = \"rfc2136\"\nserver = \"127.0.0.1:53\"\n\
-         key_name = \"peach-dyndns\"\nkey_file = \"{}\"\n",
-        key.display()
-    );
+    let cfg = ServerConfig::new("peach.dinosaur.is")
+        .dns(&format!(
+            "backend = \"rfc2136\"\nserver = \"127.0.0.1:53\"\n\
+             key_name = \"peach-dyndns\"\nkey_file = {}",
+            testkit::toml_string(key.display())
+        ))
+        .to_toml();
     let config =
         peach_dyndns_server::config::Config::from_str(&cfg, Path::new("t.toml")).expect("config");
     peach_dyndns_server::dns::build(&config.dns, &config.domain).expect("rfc2136 reads the key");
@@ -206,15 +214,14 @@ fn systemd_credential_is_preferred_over_the_config_secret() {
     let pub_kp = Keypair::generate();
     // The config names a secret that does not exist: only the credential
     // can make this work.
-    write_secret(&creds, &pub_kp);
-    std::fs::rename(creds.join("secret"), creds.join("ssb-secret")).expect("rename");
+    write_secret(&creds.join("ssb-secret"), &pub_kp.to_secret_file());
     let cfg = write_config(
         dir.path(),
-        &format!(
-            "domain = \"peach.dinosaur.is\"\nsecret = \"/nonexistent/secret\"\ndatabase = \"{}\"\n\
-             [graph]\nbackend = \"allowlist\"\n",
-            dir.path().join("r.sqlite3").display()
-        ),
+        &ServerConfig::new("peach.dinosaur.is")
+            .secret("/nonexistent/secret")
+            .database(dir.path().join("r.sqlite3"))
+            .graph("backend = \"allowlist\"")
+            .to_toml(),
     );
     let out = Command::new(BIN)
         .args(["--config", &cfg, "check"])
@@ -237,15 +244,17 @@ fn systemd_credential_is_preferred_over_the_config_secret() {
 fn reset_seq_forgets_a_keys_seq_and_refuses_a_bad_key() {
     use peach_dyndns_server::registry::Registry;
     let dir = tempfile::tempdir().expect("tmp");
-    let secret = write_secret(dir.path(), &Keypair::generate());
+    let secret = write_secret(
+        &dir.path().join("secret"),
+        &Keypair::generate().to_secret_file(),
+    );
     let db = dir.path().join("r.sqlite3");
     let cfg = write_config(
         dir.path(),
-        &format!(
-            "domain = \"peach.dinosaur.is\"\nsecret = \"{}\"\ndatabase = \"{}\"\n",
-            secret.display(),
-            db.display()
-        ),
+        &ServerConfig::new("peach.dinosaur.is")
+            .secret(&secret)
+            .database(&db)
+            .to_toml(),
     );
     let pi = Keypair::generate();
     // A key frozen far ahead, as a v1 pub could leave it.

@@ -12,6 +12,7 @@ use peach_dyndns_server::graph::{Allowlist, SocialGraph};
 use peach_dyndns_server::registry::Registry;
 use peach_dyndns_server::{dns, State};
 use tempfile::TempDir;
+use testkit::ServerConfig;
 use warp::http::HeaderMap;
 
 pub const DOMAIN: &str = "peach.dinosaur.is";
@@ -26,29 +27,17 @@ pub struct Pub {
     pub dir: TempDir,
 }
 
-/// Writes a secret file with mode 0600 and returns its path.
-pub fn write_secret(dir: &Path, kp: &Keypair) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt as _;
-    let path = dir.join("secret");
-    std::fs::write(&path, kp.to_secret_file()).expect("write secret");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    path
-}
-
-/// A config with `extra` TOML appended (top-level keys first, then tables).
+/// A config with `top` TOML after the top-level keys and `tables` at the end.
 pub fn config(dir: &Path, top: &str, tables: &str) -> Config {
+    let mut text = ServerConfig::new(DOMAIN)
+        .listen("127.0.0.1:0")
+        .secret(dir.join("secret"))
+        .database(dir.join("registry.sqlite3"));
     // Tests use documentation and loopback addresses unless they say otherwise.
-    let private = if top.contains("allow_private_addresses") {
-        ""
-    } else {
-        "allow_private_addresses = true"
-    };
-    let text = format!(
-        "domain = \"{DOMAIN}\"\nlisten = \"127.0.0.1:0\"\nsecret = \"{}\"\n\
-         database = \"{}\"\n{private}\n{top}\n{tables}",
-        dir.join("secret").display(),
-        dir.join("registry.sqlite3").display(),
-    );
+    if !top.contains("allow_private_addresses") {
+        text = text.allow_private_addresses(true);
+    }
+    let text = text.top(top).table(tables).to_toml();
     Config::from_str(&text, Path::new("test.toml")).expect("test config is valid")
 }
 
@@ -62,7 +51,7 @@ pub fn embedded_pub(allowed: &[&Keypair], top: &str) -> Pub {
 pub fn pub_with(graph: Arc<dyn SocialGraph>, top: &str, tables: &str) -> Pub {
     let dir = tempfile::tempdir().expect("tmp");
     let keypair = Keypair::generate();
-    write_secret(dir.path(), &keypair);
+    testkit::write_secret(&dir.path().join("secret"), &keypair.to_secret_file());
     let config = config(dir.path(), top, tables);
     let registry = Registry::open(&config.database).expect("registry");
     let backend = dns::build(&config.dns, &config.domain).expect("dns backend");

@@ -9,7 +9,6 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use peach_dyndns_server::config::DnsConfig;
 use peach_dyndns_server::dns::{
     self, DnsError, EmbeddedDns, NameRecords, Nsupdate, Rfc2136, ZoneBackend, ZoneChange,
 };
-use testkit::{Named, TsigKey};
+use testkit::{DigReply, Named, TsigKey};
 use tokio::runtime::Runtime;
 
 /// The address set first, and the one that replaces it.
@@ -420,65 +419,14 @@ fn update_rate_of_bind_local() {
 // ---------------------------------------------------------------------
 // The embedded server, asked by the real dig.
 
-/// What `dig` printed, taken apart.
-#[derive(Debug)]
-struct Dig {
-    /// `NOERROR`, `NXDOMAIN`, …
-    status: String,
-    /// Header flags: `qr`, `aa`, `tc`, …
-    flags: Vec<String>,
-    /// The answer section's data fields, e.g. `192.0.2.7`.
-    answer: Vec<String>,
-    /// The authority section's record types, e.g. `SOA`.
-    authority: Vec<String>,
-}
-
-/// Runs `dig @127.0.0.1 -p <port> +norecurse <extra…> <name> <type>`.
-fn dig(port: u16, extra: &[&str], name: &str, rtype: &str) -> Dig {
-    let output = Command::new("dig")
-        .arg("@127.0.0.1")
-        .args(["-p", &port.to_string()])
-        .args(["+norecurse", "+time=2", "+tries=1"])
-        .args(extra)
-        .args([name, rtype])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run dig ({e}); install it with `apt-get install bind9-dnsutils`")
-        });
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "dig failed: {text}");
-    let mut dig = Dig {
-        status: String::new(),
-        flags: Vec::new(),
-        answer: Vec::new(),
-        authority: Vec::new(),
-    };
-    let mut section = "";
-    for line in text.lines() {
-        if let Some(rest) = line.split("status: ").nth(1) {
-            dig.status = rest.split(',').next().unwrap_or_default().to_string();
-        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
-            let flags = rest.split(';').next().unwrap_or_default();
-            dig.flags = flags.split_whitespace().map(String::from).collect();
-        } else if line.starts_with(";; ANSWER SECTION") {
-            section = "answer";
-        } else if line.starts_with(";; AUTHORITY SECTION") {
-            section = "authority";
-        } else if line.starts_with(";;") || line.trim().is_empty() {
-            if line.trim().is_empty() {
-                section = "";
-            }
-        } else if !line.starts_with(';') {
-            // owner TTL class type data…
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            match section {
-                "answer" if fields.len() >= 5 => dig.answer.push(fields[4..].join(" ")),
-                "authority" if fields.len() >= 4 => dig.authority.push(fields[3].to_string()),
-                _ => {}
-            }
-        }
-    }
-    dig
+/// `dig @127.0.0.1 -p <port> +norecurse +tries=1 <extra…> <name> <type>`,
+/// its reply taken apart.
+fn dig(port: u16, extra: &[&str], name: &str, rtype: &str) -> DigReply {
+    testkit::dig(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), name, rtype)
+        .norecurse()
+        .tries(1)
+        .flags(extra)
+        .reply()
 }
 
 /// An embedded server on loopback, served by its own runtime's threads.
@@ -592,7 +540,7 @@ fn embedded_answers_dig_over_udp_and_tcp() {
         assert_eq!((txt.status.as_str(), txt.answer.len()), ("NOERROR", 0));
     }
     // The serial goes up with a change.
-    let serial = |d: &Dig| -> u64 {
+    let serial = |d: &DigReply| -> u64 {
         d.answer[0]
             .split_whitespace()
             .nth(2)

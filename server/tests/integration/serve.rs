@@ -1,7 +1,7 @@
 //! The whole server on loopback sockets: embedded DNS answered to real
 //! `dig`, dyndns2 driven by real `curl`, graceful shutdown.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +16,8 @@ use crate::common::*;
 /// A running server; stops when dropped.
 pub struct Running {
     pub http: std::net::SocketAddr,
-    pub dns_port: u16,
+    /// The embedded DNS, UDP and TCP on one port of 127.0.0.1.
+    pub dns: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -42,13 +43,13 @@ pub async fn start(p: &Pub) -> Running {
     let mut pair = None;
     for _ in 0..50 {
         let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
-        let port = udp.local_addr().expect("addr").port();
-        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
-            pair = Some((udp, tcp, port));
+        let dns = udp.local_addr().expect("addr");
+        if let Ok(tcp) = TcpListener::bind(dns).await {
+            pair = Some((udp, tcp, dns));
             break;
         }
     }
-    let (udp, tcp, dns_port) = pair.expect("a port free for both UDP and TCP");
+    let (udp, tcp, dns) = pair.expect("a port free for both UDP and TCP");
     let addr = http.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let state = p.state.clone();
@@ -67,31 +68,10 @@ pub async fn start(p: &Pub) -> Running {
     });
     Running {
         http: addr,
-        dns_port,
+        dns,
         stop: Some(tx),
         task: Some(task),
     }
-}
-
-pub fn dig(port: u16, name: &str, rtype: &str, tcp: bool) -> String {
-    let mut cmd = Command::new("dig");
-    cmd.args([
-        "@127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "+short",
-        "+time=2",
-        "+tries=1",
-        name,
-        rtype,
-    ]);
-    if tcp {
-        cmd.arg("+tcp");
-    }
-    let out = cmd
-        .output()
-        .expect("dig runs (install bind9-dnsutils: scripts/test does)");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn curl(args: &[&str]) -> (String, String) {
@@ -135,36 +115,41 @@ async fn embedded_dns_answers_what_http_updates() {
     msg.ip6 = Some("2a01:4f8::1".parse().expect("ip6"));
     let (status, json) = post_http(server.http, body(&msg, &pi, &p.keypair)).await;
     assert_eq!(status, 200, "{json}");
-    let port = server.dns_port;
+    let dns = server.dns;
     let fqdn = "eb4890.peach.dinosaur.is";
     let answers = tokio::task::spawn_blocking(move || {
         (
-            dig(port, fqdn, "A", false),
-            dig(port, fqdn, "AAAA", true),
-            dig(port, "peach.dinosaur.is", "SOA", false),
-            dig(port, "peach.dinosaur.is", "NS", false),
+            testkit::dig(dns, fqdn, "A").tries(1).short(),
+            testkit::dig(dns, fqdn, "AAAA").tcp(true).tries(1).short(),
+            testkit::dig(dns, "peach.dinosaur.is", "SOA")
+                .tries(1)
+                .short(),
+            testkit::dig(dns, "peach.dinosaur.is", "NS")
+                .tries(1)
+                .short(),
         )
     })
     .await
     .expect("dig");
-    assert_eq!(answers.0, "24.12.12.12");
-    assert_eq!(answers.1, "2a01:4f8::1");
+    assert_eq!(answers.0, ["24.12.12.12"]);
+    assert_eq!(answers.1, ["2a01:4f8::1"]);
+    assert_eq!(answers.2.len(), 1, "{:?}", answers.2);
     assert!(
-        answers.2.starts_with("ns1.peach.dinosaur.is."),
-        "{}",
+        answers.2[0].starts_with("ns1.peach.dinosaur.is."),
+        "{:?}",
         answers.2
     );
-    assert_eq!(answers.3, "ns1.peach.dinosaur.is.");
+    assert_eq!(answers.3, ["ns1.peach.dinosaur.is."]);
     // Release: the name stops resolving.
     let mut release = update(&pi, "eb4890", Ipv4Addr::new(24, 12, 12, 12), 2);
     release.op = peach_dyndns_protocol::message::Op::Release;
     release.ip = None;
     let (status, _) = post_http(server.http, body(&release, &pi, &p.keypair)).await;
     assert_eq!(status, 200);
-    let gone = tokio::task::spawn_blocking(move || dig(port, fqdn, "A", false))
+    let gone = tokio::task::spawn_blocking(move || testkit::dig(dns, fqdn, "A").tries(1).short())
         .await
         .expect("dig");
-    assert_eq!(gone, "");
+    assert!(gone.is_empty(), "{gone:?}");
     server.stop().await;
 }
 
@@ -179,7 +164,7 @@ async fn dyndns2_with_real_curl() {
     let (status, json) = post_http(server.http, body(&msg, &pi, &p.keypair)).await;
     assert_eq!(status, 200, "{json}");
     let base = format!("http://{}/nic/update", server.http);
-    let port = server.dns_port;
+    let dns = server.dns;
     let results = tokio::task::spawn_blocking(move || {
         let fqdn = "router.peach.dinosaur.is";
         let good = curl(&[
@@ -187,7 +172,7 @@ async fn dyndns2_with_real_curl() {
             &format!("{fqdn}:s3cret-token"),
             &format!("{base}?hostname={fqdn}&myip=24.2.2.2"),
         ]);
-        let after = dig(port, fqdn, "A", false);
+        let after = testkit::dig(dns, fqdn, "A").tries(1).short();
         let nochg = curl(&[
             "-u",
             &format!("{fqdn}:s3cret-token"),
@@ -214,7 +199,7 @@ async fn dyndns2_with_real_curl() {
             &format!("{fqdn}:s3cret-token"),
             &format!("{base}?hostname={fqdn}&myip=24.4.4.4,2a01::4"),
         ]);
-        let aaaa = dig(port, fqdn, "AAAA", false);
+        let aaaa = testkit::dig(dns, fqdn, "AAAA").tries(1).short();
         (
             good, after, nochg, badauth, noauth, nohost, notfqdn, both, aaaa,
         )
@@ -222,14 +207,14 @@ async fn dyndns2_with_real_curl() {
     .await
     .expect("curl");
     assert_eq!(results.0, ("good 24.2.2.2".into(), "200".into()));
-    assert_eq!(results.1, "24.2.2.2");
+    assert_eq!(results.1, ["24.2.2.2"]);
     assert_eq!(results.2, ("nochg 24.2.2.2".into(), "200".into()));
     assert_eq!(results.3, ("badauth".into(), "401".into()));
     assert_eq!(results.4, ("badauth".into(), "401".into()));
     assert_eq!(results.5 .0, "nohost");
     assert_eq!(results.6 .0, "notfqdn");
     assert_eq!(results.7 .0, "good 24.4.4.4,2a01::4");
-    assert_eq!(results.8, "2a01::4");
+    assert_eq!(results.8, ["2a01::4"]);
     let entry = p.state.registry.get("router").expect("get").expect("entry");
     assert_eq!(entry.ip, Some(Ipv4Addr::new(24, 4, 4, 4)));
     assert_eq!(
@@ -266,10 +251,14 @@ async fn restart_reapplies_the_registry_to_embedded_dns() {
         dir: tempfile::tempdir().expect("tmp"),
     };
     let server = start(&q).await;
-    let port = server.dns_port;
-    let a = tokio::task::spawn_blocking(move || dig(port, "eb4890.peach.dinosaur.is", "A", false))
-        .await
-        .expect("dig");
-    assert_eq!(a, "24.9.9.9");
+    let dns = server.dns;
+    let a = tokio::task::spawn_blocking(move || {
+        testkit::dig(dns, "eb4890.peach.dinosaur.is", "A")
+            .tries(1)
+            .short()
+    })
+    .await
+    .expect("dig");
+    assert_eq!(a, ["24.9.9.9"]);
     server.stop().await;
 }

@@ -10,7 +10,7 @@ use peach_dyndns_protocol::identity::{parse_secret_file, Keypair};
 use peach_dyndns_server::config::Config;
 use peach_dyndns_server::registry::Registry;
 use peach_dyndns_server::{dns, graph::SsbGraph, operator, State};
-use testkit::Sbot;
+use testkit::{Sbot, ServerConfig};
 
 use crate::common::*;
 
@@ -19,14 +19,16 @@ fn ssb_pub(sbot: &Sbot, cache_seconds: u64) -> (Arc<State>, Keypair, tempfile::T
     let dir = tempfile::tempdir().expect("tmp");
     let secret = std::fs::read_to_string(sbot.secret_path()).expect("sbot secret");
     let keypair = parse_secret_file(&secret).expect("sbot secret parses");
-    write_secret(dir.path(), &keypair);
-    let text = format!(
-        "domain = \"{DOMAIN}\"\nsecret = \"{}\"\ndatabase = \"{}\"\nallow_private_addresses = true\n\
-         [graph]\nbackend = \"ssb\"\naddr = \"127.0.0.1:{}\"\ncache_seconds = {cache_seconds}\n",
-        dir.path().join("secret").display(),
-        dir.path().join("r.sqlite3").display(),
-        sbot.port()
-    );
+    let secret = testkit::write_secret(&dir.path().join("secret"), &keypair.to_secret_file());
+    let text = ServerConfig::new(DOMAIN)
+        .secret(secret)
+        .database(dir.path().join("r.sqlite3"))
+        .allow_private_addresses(true)
+        .graph(&format!(
+            "backend = \"ssb\"\naddr = \"127.0.0.1:{}\"\ncache_seconds = {cache_seconds}",
+            sbot.port()
+        ))
+        .to_toml();
     let config = Config::from_str(&text, Path::new("ssb.toml")).expect("config");
     let registry = Registry::open(&config.database).expect("registry");
     let backend = dns::build(&config.dns, &config.domain).expect("dns");
