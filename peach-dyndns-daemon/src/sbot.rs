@@ -82,7 +82,7 @@ impl SbotDirectory {
 
     fn err(&self, detail: impl std::fmt::Display) -> DirectoryError {
         DirectoryError::Sbot {
-            address: self.config.address.clone(),
+            address: self.config.address.to_string(),
             detail: detail.to_string(),
         }
     }
@@ -90,7 +90,7 @@ impl SbotDirectory {
     /// Connects as the Pi's identity; also returns that identity's id.
     async fn connect(&self) -> Result<(Sbot, String), DirectoryError> {
         let keypair = load_secret(&self.secret_path).map_err(|e| self.err(e))?;
-        let addr = tokio::net::lookup_host(&self.config.address)
+        let addr = tokio::net::lookup_host(self.config.address.as_str())
             .await
             .map_err(|e| self.err(e))?
             .next()

@@ -572,7 +572,7 @@ async fn seq_is_kept_per_pub() {
     let run = start(&world, world.config());
     sleep(Duration::from_secs(1)).await;
     let mut moved = world.config();
-    moved.registration.pub_id = Some(second.id());
+    moved.registration.pub_id = Some(second.public());
     run.config_tx.send_replace(Arc::new(moved));
     sleep(Duration::from_secs(1)).await;
     let got: Vec<(Op, PublicKey, u64)> = world
