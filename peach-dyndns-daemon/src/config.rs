@@ -87,7 +87,7 @@ pub struct Config {
     #[serde(default = "defaults::check_interval_secs")]
     pub check_interval_secs: u64,
     /// Milliseconds between checks, overriding `check_interval_secs`: a
-    /// knob for the benchmark (`examples/bench.rs` compresses an hour of
+    /// knob for the benchmark (`examples/bench/` compresses an hour of
     /// checks into seconds) and tests, left out of the config reference
     /// because no Pi should ask its pub more than once a minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
