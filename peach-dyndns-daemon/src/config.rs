@@ -84,27 +84,52 @@ pub struct Config {
     #[serde(default = "defaults::state_path")]
     pub state_path: PathBuf,
     /// Seconds between address checks.
-    #[serde(default = "defaults::check_interval_secs")]
-    pub check_interval_secs: u64,
+    #[serde(
+        rename = "check_interval_secs",
+        default = "defaults::check_interval",
+        with = "duration::interval_secs"
+    )]
+    pub check_interval: Duration,
     /// Milliseconds between checks, overriding `check_interval_secs`: a
     /// knob for the benchmark (`examples/bench/` compresses an hour of
     /// checks into seconds) and tests, left out of the config reference
     /// because no Pi should ask its pub more than once a minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check_interval_ms: Option<u64>,
+    #[serde(
+        rename = "check_interval_ms",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration::interval_ms"
+    )]
+    pub check_interval_override: Option<Duration>,
     /// Seconds after which an update is sent even if nothing changed, so a
     /// pub that lost its records gets them back.
-    #[serde(default = "defaults::refresh_interval_secs")]
-    pub refresh_interval_secs: u64,
+    #[serde(
+        rename = "refresh_interval_secs",
+        default = "defaults::refresh_interval",
+        with = "duration::interval_secs"
+    )]
+    pub refresh_interval: Duration,
     /// First delay after a failure, in seconds; doubles per failure.
-    #[serde(default = "defaults::backoff_min_secs")]
-    pub backoff_min_secs: u64,
+    #[serde(
+        rename = "backoff_min_secs",
+        default = "defaults::backoff_min",
+        with = "duration::interval_secs"
+    )]
+    pub backoff_min: Duration,
     /// Longest delay after failures, in seconds.
-    #[serde(default = "defaults::backoff_max_secs")]
-    pub backoff_max_secs: u64,
+    #[serde(
+        rename = "backoff_max_secs",
+        default = "defaults::backoff_max",
+        with = "duration::interval_secs"
+    )]
+    pub backoff_max: Duration,
     /// Timeout of one HTTP request to the pub or an echo service, seconds.
-    #[serde(default = "defaults::http_timeout_secs")]
-    pub http_timeout_secs: u64,
+    #[serde(
+        rename = "http_timeout_secs",
+        default = "defaults::http_timeout",
+        with = "duration::timeout_secs"
+    )]
+    pub http_timeout: Duration,
     /// Which name at which pub (what the panel's setup writes).
     #[serde(default)]
     pub registration: Registration,
@@ -196,8 +221,12 @@ pub struct DnsConfig {
     #[serde(default = "defaults::resolv_conf")]
     pub resolv_conf: PathBuf,
     /// Timeout of one DNS query, seconds.
-    #[serde(default = "defaults::dns_timeout_secs")]
-    pub timeout_secs: u64,
+    #[serde(
+        rename = "timeout_secs",
+        default = "defaults::dns_timeout",
+        with = "duration::timeout_secs"
+    )]
+    pub timeout: Duration,
 }
 
 /// `[rpc]`: the JSON-RPC and panel listener.
@@ -227,8 +256,12 @@ pub struct SbotConfig {
     #[serde(default = "defaults::sbot_address")]
     pub address: HostPort,
     /// Timeout of one call, seconds.
-    #[serde(default = "defaults::sbot_timeout_secs")]
-    pub timeout_secs: u64,
+    #[serde(
+        rename = "timeout_secs",
+        default = "defaults::sbot_timeout",
+        with = "duration::timeout_secs"
+    )]
+    pub timeout: Duration,
     /// Believe announcements whose URL points at a loopback, private or
     /// other non-public address (tests, a pub on the LAN). Off, an
     /// announced URL must be `https://`, or `http://` to a public address.
@@ -316,6 +349,7 @@ pub struct LedConfig {
 pub mod defaults {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::path::PathBuf;
+    use std::time::Duration;
 
     /// A fresh install updates as soon as it is configured.
     pub fn enabled() -> bool {
@@ -335,27 +369,27 @@ pub mod defaults {
     }
     /// One minute, like ddclient's floor: a home address rarely changes
     /// faster, and a check that finds no change costs one small request.
-    pub fn check_interval_secs() -> u64 {
-        60
+    pub fn check_interval() -> Duration {
+        Duration::from_secs(60)
     }
     /// A day: long enough to be no load on a pub, short enough that a pub
     /// that lost its records recovers the same day.
-    pub fn refresh_interval_secs() -> u64 {
-        24 * 60 * 60
+    pub fn refresh_interval() -> Duration {
+        Duration::from_secs(24 * 60 * 60)
     }
     /// Half a check interval: a short outage is retried soon.
-    pub fn backoff_min_secs() -> u64 {
-        30
+    pub fn backoff_min() -> Duration {
+        Duration::from_secs(30)
     }
     /// Half an hour: a pub that is down for long sees at most two tries an
     /// hour from each Pi.
-    pub fn backoff_max_secs() -> u64 {
-        30 * 60
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(30 * 60)
     }
     /// Ten seconds covers a slow home uplink and still leaves most of a
     /// check interval.
-    pub fn http_timeout_secs() -> u64 {
-        10
+    pub fn http_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     /// The Linux kernel's table of IPv6 addresses with their flags.
     pub fn if_inet6_path() -> PathBuf {
@@ -366,8 +400,8 @@ pub mod defaults {
         PathBuf::from("/etc/resolv.conf")
     }
     /// Three seconds: an authoritative server answers in milliseconds.
-    pub fn dns_timeout_secs() -> u64 {
-        3
+    pub fn dns_timeout() -> Duration {
+        Duration::from_secs(3)
     }
     /// Loopback only, next to PeachCloud's own services (5110–5115).
     pub fn rpc_listen() -> SocketAddr {
@@ -378,8 +412,8 @@ pub mod defaults {
         super::HostPort::new("127.0.0.1:8008").expect("invariant: a literal host:port")
     }
     /// Ten seconds: an invite makes the sbot dial the pub.
-    pub fn sbot_timeout_secs() -> u64 {
-        10
+    pub fn sbot_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     /// Where Linux lists its LEDs.
     pub fn sysfs_root() -> PathBuf {
@@ -454,53 +488,13 @@ impl Config {
             key: key.to_string(),
             reason,
         };
-        let positive = [
-            ("check_interval_secs", self.check_interval_secs),
-            ("refresh_interval_secs", self.refresh_interval_secs),
-            ("backoff_min_secs", self.backoff_min_secs),
-            ("backoff_max_secs", self.backoff_max_secs),
-            ("http_timeout_secs", self.http_timeout_secs),
-            ("dns.timeout_secs", self.dns.timeout_secs),
-            ("sbot.timeout_secs", self.sbot.timeout_secs),
-        ];
-        for (i, (key, value)) in positive.into_iter().enumerate() {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1 (second)".into()));
-            }
-            // The first four are intervals, the rest timeouts.
-            let max = if i < 4 {
-                MAX_INTERVAL_SECS
-            } else {
-                MAX_TIMEOUT_SECS
-            };
-            if value > max {
-                return Err(invalid(
-                    key,
-                    format!("{value} is more than the maximum, {max} (seconds)"),
-                ));
-            }
-        }
-        if self.check_interval_ms == Some(0) {
-            return Err(invalid(
-                "check_interval_ms",
-                "must be at least 1 (millisecond)".into(),
-            ));
-        }
-        if let Some(ms) = self.check_interval_ms {
-            let max = MAX_INTERVAL_SECS * 1000;
-            if ms > max {
-                return Err(invalid(
-                    "check_interval_ms",
-                    format!("{ms} is more than the maximum, {max} (milliseconds)"),
-                ));
-            }
-        }
-        if self.backoff_min_secs > self.backoff_max_secs {
+        if self.backoff_min > self.backoff_max {
             return Err(invalid(
                 "backoff_min_secs",
                 format!(
                     "{} is more than backoff_max_secs ({})",
-                    self.backoff_min_secs, self.backoff_max_secs
+                    self.backoff_min.as_secs(),
+                    self.backoff_max.as_secs()
                 ),
             ));
         }
@@ -561,31 +555,29 @@ impl Config {
     /// [`Config::validate`] (fields are public), so it is safe to add to an
     /// `Instant`.
     pub fn check_interval(&self) -> Duration {
-        match self.check_interval_ms {
-            Some(ms) => Duration::from_millis(ms),
-            None => Duration::from_secs(self.check_interval_secs),
-        }
-        .min(max_interval())
+        self.check_interval_override
+            .unwrap_or(self.check_interval)
+            .min(max_interval())
     }
 
     /// The forced refresh period.
     pub fn refresh_interval(&self) -> Duration {
-        Duration::from_secs(self.refresh_interval_secs).min(max_interval())
+        self.refresh_interval.min(max_interval())
     }
 
     /// The first backoff delay.
     pub fn backoff_min(&self) -> Duration {
-        Duration::from_secs(self.backoff_min_secs).min(max_interval())
+        self.backoff_min.min(max_interval())
     }
 
     /// The longest backoff delay.
     pub fn backoff_max(&self) -> Duration {
-        Duration::from_secs(self.backoff_max_secs).min(max_interval())
+        self.backoff_max.min(max_interval())
     }
 
     /// The HTTP request timeout.
     pub fn http_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_timeout_secs.min(MAX_TIMEOUT_SECS))
+        self.http_timeout.min(max_timeout())
     }
 
     /// The pub's key, when configured.
@@ -607,6 +599,26 @@ impl Config {
 /// [`MAX_INTERVAL_SECS`] as a duration.
 pub fn max_interval() -> Duration {
     Duration::from_secs(MAX_INTERVAL_SECS)
+}
+
+/// [`MAX_TIMEOUT_SECS`] as a duration.
+pub fn max_timeout() -> Duration {
+    Duration::from_secs(MAX_TIMEOUT_SECS)
+}
+
+impl DnsConfig {
+    /// The DNS query timeout, clamped to [`MAX_TIMEOUT_SECS`] like every
+    /// timeout here.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.min(max_timeout())
+    }
+}
+
+impl SbotConfig {
+    /// The sbot call timeout, clamped to [`MAX_TIMEOUT_SECS`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout.min(max_timeout())
+    }
 }
 
 /// Whether `url` is an absolute http(s) URL with a host.
@@ -631,6 +643,82 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
         rules::check_label(label).map_err(|e| format!("{domain:?}: {e}"))?;
     }
     Ok(())
+}
+
+/// serde for the intervals and timeouts: whole seconds (or milliseconds)
+/// in the file, at least one and at most the maximum, a [`Duration`] in
+/// the config. The bound is checked here, before any `Instant` sees it.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use super::{MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS};
+
+    /// A count of `unit`s between 1 and `max`.
+    fn bounded<'de, D: Deserializer<'de>>(d: D, max: u64, unit: &str) -> Result<u64, D::Error> {
+        let value = u64::deserialize(d)?;
+        if value == 0 {
+            return Err(D::Error::custom(format!("must be at least 1 ({unit})")));
+        }
+        if value > max {
+            return Err(D::Error::custom(format!(
+                "{value} is more than the maximum, {max} ({unit}s)"
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Whole seconds, for a config built in code with a huge value too
+    /// (`u64::MAX` seconds at most, which a `Duration` always holds).
+    fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    /// An interval in seconds (checks, refresh, backoff).
+    pub mod interval_secs {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            bounded(d, MAX_INTERVAL_SECS, "second").map(Duration::from_secs)
+        }
+
+        pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            secs(d, s)
+        }
+    }
+
+    /// A timeout in seconds (HTTP, DNS, sbot).
+    pub mod timeout_secs {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            bounded(d, MAX_TIMEOUT_SECS, "second").map(Duration::from_secs)
+        }
+
+        pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            secs(d, s)
+        }
+    }
+
+    /// The optional interval in milliseconds (`check_interval_ms`).
+    pub mod interval_ms {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            bounded(d, MAX_INTERVAL_SECS * 1000, "millisecond")
+                .map(|ms| Some(Duration::from_millis(ms)))
+        }
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                // A config built in code may hold more milliseconds than
+                // a u64; the file can never say more than u64::MAX.
+                Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                None => s.serialize_none(),
+            }
+        }
+    }
 }
 
 /// serde for URL fields: the text must be an absolute http(s) URL with a
@@ -843,11 +931,11 @@ mod tests {
             .to_string();
         assert!(err.contains("maximum, 604800"), "{err}");
         let mut raw = Config {
-            check_interval_secs: u64::MAX,
-            refresh_interval_secs: u64::MAX,
-            backoff_min_secs: u64::MAX,
-            backoff_max_secs: u64::MAX,
-            http_timeout_secs: u64::MAX,
+            check_interval: Duration::from_secs(u64::MAX),
+            refresh_interval: Duration::from_secs(u64::MAX),
+            backoff_min: Duration::from_secs(u64::MAX),
+            backoff_max: Duration::from_secs(u64::MAX),
+            http_timeout: Duration::from_secs(u64::MAX),
             ..Config::default()
         };
         for d in [
@@ -859,7 +947,7 @@ mod tests {
             assert_eq!(d, max_interval());
         }
         assert_eq!(raw.http_timeout(), Duration::from_secs(MAX_TIMEOUT_SECS));
-        raw.check_interval_ms = Some(u64::MAX);
+        raw.check_interval_override = Some(Duration::from_millis(u64::MAX));
         assert_eq!(raw.check_interval(), max_interval());
     }
 

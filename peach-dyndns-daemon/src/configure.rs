@@ -142,7 +142,7 @@ mod tests {
         };
         let c = edit_registration(&path, &edit).expect("edit");
         assert_eq!(c.registration.name.as_deref(), Some("eb4890"));
-        assert_eq!(c.check_interval_secs, 120);
+        assert_eq!(c.check_interval, std::time::Duration::from_secs(120));
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("# my settings"), "{text}");
         assert!(text.contains("# two minutes"), "{text}");

@@ -111,8 +111,7 @@ impl DnsCheck for UdpDns {
         update_url: &'a Url,
     ) -> BoxFuture<'a, Result<DnsAnswer, DnsError>> {
         Box::pin(async move {
-            let timeout =
-                Duration::from_secs(config.timeout_secs.min(crate::config::MAX_TIMEOUT_SECS));
+            let timeout = config.timeout();
             let server = find_server(config, domain, update_url, timeout).await?;
             let name = parse_name(fqdn)?;
             let mut answer = DnsAnswer {

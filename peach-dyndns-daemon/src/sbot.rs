@@ -9,7 +9,6 @@
 //! resolves to a non-public address (unless `sbot.allow_private_pub_urls`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use peach_dyndns_sbot::{Sbot, SbotConfig as MuxConfig};
 use serde_json::Value;
@@ -96,17 +95,9 @@ impl SbotDirectory {
             .next()
             .ok_or_else(|| self.err("the address resolves to nothing"))?;
         let mux = MuxConfig::new(addr, keypair.id());
-        let sbot = Sbot::connect(
-            &mux,
-            keypair.signing_key(),
-            Duration::from_secs(
-                self.config
-                    .timeout_secs
-                    .min(crate::config::MAX_TIMEOUT_SECS),
-            ),
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let sbot = Sbot::connect(&mux, keypair.signing_key(), self.config.timeout())
+            .await
+            .map_err(|e| self.err(e))?;
         Ok((sbot, keypair.id()))
     }
 
