@@ -1,6 +1,7 @@
 //! The daemon's TOML config (`/etc/peach-dyndns/daemon.toml`): types with
-//! named defaults, [`load`], validation into typed values, and the in-place
-//! edit that the `configure` RPC makes.
+//! named defaults, [`load`], and validation into typed values (ids are
+//! [`PublicKey`]s and URLs [`Url`]s from the moment the file is read). The
+//! in-place edit the `configure` RPC makes is [`crate::configure`].
 //!
 //! Every key has a default, so an empty file is a valid (unconfigured)
 //! daemon. An unknown key is an error, and every error names the file, the
@@ -37,14 +38,15 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key, or a value of the
-    /// wrong type.
-    #[error("config file {path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    /// wrong type (or one that is not an id, a URL, …).
+    #[error("config file {path}: {}{message}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
     Parse {
         /// The config file.
         path: PathBuf,
-        /// The line of the problem, when known.
-        line: Option<usize>,
-        /// What is wrong, naming the key when it can be found.
+        /// The dotted key at toml's error position, when there is one.
+        key: Option<String>,
+        /// toml's message: line, column, the line itself, and what is
+        /// wrong.
         message: String,
     },
     /// A value has the right type but is not acceptable.
@@ -82,27 +84,52 @@ pub struct Config {
     #[serde(default = "defaults::state_path")]
     pub state_path: PathBuf,
     /// Seconds between address checks.
-    #[serde(default = "defaults::check_interval_secs")]
-    pub check_interval_secs: u64,
+    #[serde(
+        rename = "check_interval_secs",
+        default = "defaults::check_interval",
+        with = "duration::interval_secs"
+    )]
+    pub check_interval: Duration,
     /// Milliseconds between checks, overriding `check_interval_secs`: a
-    /// knob for the benchmark (`examples/bench.rs` compresses an hour of
+    /// knob for the benchmark (`examples/bench/` compresses an hour of
     /// checks into seconds) and tests, left out of the config reference
     /// because no Pi should ask its pub more than once a minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check_interval_ms: Option<u64>,
+    #[serde(
+        rename = "check_interval_ms",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration::interval_ms"
+    )]
+    pub check_interval_override: Option<Duration>,
     /// Seconds after which an update is sent even if nothing changed, so a
     /// pub that lost its records gets them back.
-    #[serde(default = "defaults::refresh_interval_secs")]
-    pub refresh_interval_secs: u64,
+    #[serde(
+        rename = "refresh_interval_secs",
+        default = "defaults::refresh_interval",
+        with = "duration::interval_secs"
+    )]
+    pub refresh_interval: Duration,
     /// First delay after a failure, in seconds; doubles per failure.
-    #[serde(default = "defaults::backoff_min_secs")]
-    pub backoff_min_secs: u64,
+    #[serde(
+        rename = "backoff_min_secs",
+        default = "defaults::backoff_min",
+        with = "duration::interval_secs"
+    )]
+    pub backoff_min: Duration,
     /// Longest delay after failures, in seconds.
-    #[serde(default = "defaults::backoff_max_secs")]
-    pub backoff_max_secs: u64,
+    #[serde(
+        rename = "backoff_max_secs",
+        default = "defaults::backoff_max",
+        with = "duration::interval_secs"
+    )]
+    pub backoff_max: Duration,
     /// Timeout of one HTTP request to the pub or an echo service, seconds.
-    #[serde(default = "defaults::http_timeout_secs")]
-    pub http_timeout_secs: u64,
+    #[serde(
+        rename = "http_timeout_secs",
+        default = "defaults::http_timeout",
+        with = "duration::timeout_secs"
+    )]
+    pub http_timeout: Duration,
     /// Which name at which pub (what the panel's setup writes).
     #[serde(default)]
     pub registration: Registration,
@@ -135,10 +162,14 @@ pub struct Registration {
     /// both come from the pub's latest `peach-dyndns` message in the local
     /// sbot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pub_id: Option<String>,
+    pub pub_id: Option<PublicKey>,
     /// The pub's update URL, e.g. `http://dinosaur.is:8053/update`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "http_url::option"
+    )]
+    pub url: Option<Url>,
     /// The pub's zone, e.g. `peach.dinosaur.is`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
@@ -153,8 +184,8 @@ pub struct IpConfig {
     pub use_pub: bool,
     /// HTTP echo services asked next, in order; each must answer with one
     /// address as plain text (or `{"ip": …}`).
-    #[serde(default)]
-    pub echo_urls: Vec<String>,
+    #[serde(default, with = "http_url::list")]
+    pub echo_urls: Vec<Url>,
     /// A network interface whose one stable global IPv6 address is used
     /// when no HTTP source gave an IPv6 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,13 +216,17 @@ pub struct DnsConfig {
     /// through the resolver in `resolv_conf`), else the update URL's host
     /// on port 53.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<String>,
+    pub server: Option<HostPort>,
     /// Where the system resolver is configured (for the NS lookup).
     #[serde(default = "defaults::resolv_conf")]
     pub resolv_conf: PathBuf,
     /// Timeout of one DNS query, seconds.
-    #[serde(default = "defaults::dns_timeout_secs")]
-    pub timeout_secs: u64,
+    #[serde(
+        rename = "timeout_secs",
+        default = "defaults::dns_timeout",
+        with = "duration::timeout_secs"
+    )]
+    pub timeout: Duration,
 }
 
 /// `[rpc]`: the JSON-RPC and panel listener.
@@ -219,15 +254,64 @@ pub struct SbotConfig {
     pub enabled: bool,
     /// `host:port` of its muxrpc (secret handshake) listener.
     #[serde(default = "defaults::sbot_address")]
-    pub address: String,
+    pub address: HostPort,
     /// Timeout of one call, seconds.
-    #[serde(default = "defaults::sbot_timeout_secs")]
-    pub timeout_secs: u64,
+    #[serde(
+        rename = "timeout_secs",
+        default = "defaults::sbot_timeout",
+        with = "duration::timeout_secs"
+    )]
+    pub timeout: Duration,
     /// Believe announcements whose URL points at a loopback, private or
     /// other non-public address (tests, a pub on the LAN). Off, an
     /// announced URL must be `https://`, or `http://` to a public address.
     #[serde(default)]
     pub allow_private_pub_urls: bool,
+}
+
+/// A `host:port` whose host is a name or an address (resolved when it is
+/// used, so a name may follow DNS), checked when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostPort(String);
+
+impl HostPort {
+    /// Checks `text`: a non-empty host, a colon, a port number.
+    pub fn new(text: &str) -> Result<HostPort, String> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?} is not host:port"))?;
+        if host.is_empty() {
+            return Err(format!("{text:?} has no host"));
+        }
+        port.parse::<u16>()
+            .map_err(|_| format!("{text:?}: {port:?} is not a port number"))?;
+        Ok(HostPort(text.to_string()))
+    }
+
+    /// The text, as `tokio::net::lookup_host` takes it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = String;
+    fn try_from(text: String) -> Result<HostPort, String> {
+        HostPort::new(&text)
+    }
+}
+
+impl From<HostPort> for String {
+    fn from(host_port: HostPort) -> String {
+        host_port.0
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Which status LED to drive.
@@ -265,6 +349,7 @@ pub struct LedConfig {
 pub mod defaults {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::path::PathBuf;
+    use std::time::Duration;
 
     /// A fresh install updates as soon as it is configured.
     pub fn enabled() -> bool {
@@ -284,27 +369,27 @@ pub mod defaults {
     }
     /// One minute, like ddclient's floor: a home address rarely changes
     /// faster, and a check that finds no change costs one small request.
-    pub fn check_interval_secs() -> u64 {
-        60
+    pub fn check_interval() -> Duration {
+        Duration::from_secs(60)
     }
     /// A day: long enough to be no load on a pub, short enough that a pub
     /// that lost its records recovers the same day.
-    pub fn refresh_interval_secs() -> u64 {
-        24 * 60 * 60
+    pub fn refresh_interval() -> Duration {
+        Duration::from_secs(24 * 60 * 60)
     }
     /// Half a check interval: a short outage is retried soon.
-    pub fn backoff_min_secs() -> u64 {
-        30
+    pub fn backoff_min() -> Duration {
+        Duration::from_secs(30)
     }
     /// Half an hour: a pub that is down for long sees at most two tries an
     /// hour from each Pi.
-    pub fn backoff_max_secs() -> u64 {
-        30 * 60
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(30 * 60)
     }
     /// Ten seconds covers a slow home uplink and still leaves most of a
     /// check interval.
-    pub fn http_timeout_secs() -> u64 {
-        10
+    pub fn http_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     /// The Linux kernel's table of IPv6 addresses with their flags.
     pub fn if_inet6_path() -> PathBuf {
@@ -315,20 +400,20 @@ pub mod defaults {
         PathBuf::from("/etc/resolv.conf")
     }
     /// Three seconds: an authoritative server answers in milliseconds.
-    pub fn dns_timeout_secs() -> u64 {
-        3
+    pub fn dns_timeout() -> Duration {
+        Duration::from_secs(3)
     }
     /// Loopback only, next to PeachCloud's own services (5110–5115).
     pub fn rpc_listen() -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, 5116))
     }
     /// ssb-server's and go-sbot's default muxrpc port.
-    pub fn sbot_address() -> String {
-        "127.0.0.1:8008".to_string()
+    pub fn sbot_address() -> super::HostPort {
+        super::HostPort::new("127.0.0.1:8008").expect("invariant: a literal host:port")
     }
     /// Ten seconds: an invite makes the sbot dial the pub.
-    pub fn sbot_timeout_secs() -> u64 {
-        10
+    pub fn sbot_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     /// Where Linux lists its LEDs.
     pub fn sysfs_root() -> PathBuf {
@@ -347,8 +432,8 @@ pub mod defaults {
 
 impl Default for Config {
     fn default() -> Config {
-        // An empty document takes every default; that cannot fail.
-        Config::from_str("", Path::new("<defaults>")).unwrap_or_else(|_| unreachable!())
+        Config::from_str("", Path::new("<defaults>"))
+            .expect("invariant: every key has a valid named default, so an empty file parses")
     }
 }
 
@@ -356,8 +441,8 @@ macro_rules! impl_default_from_empty {
     ($($t:ty),*) => {$(
         impl Default for $t {
             fn default() -> $t {
-                // Every field has a serde default; an empty table parses.
-                toml::from_str("").unwrap_or_else(|_| unreachable!())
+                toml::from_str("")
+                    .expect("invariant: every field has a serde default, so an empty table parses")
             }
         }
     )*};
@@ -387,7 +472,11 @@ pub struct StaticPub {
 impl Config {
     /// Parses and checks config text; `path` is only used in messages.
     pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            key: e.span().and_then(|span| key_at(text, span.start)),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         config.validate(path)?;
         Ok(config)
     }
@@ -399,53 +488,13 @@ impl Config {
             key: key.to_string(),
             reason,
         };
-        let positive = [
-            ("check_interval_secs", self.check_interval_secs),
-            ("refresh_interval_secs", self.refresh_interval_secs),
-            ("backoff_min_secs", self.backoff_min_secs),
-            ("backoff_max_secs", self.backoff_max_secs),
-            ("http_timeout_secs", self.http_timeout_secs),
-            ("dns.timeout_secs", self.dns.timeout_secs),
-            ("sbot.timeout_secs", self.sbot.timeout_secs),
-        ];
-        for (i, (key, value)) in positive.into_iter().enumerate() {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1 (second)".into()));
-            }
-            // The first four are intervals, the rest timeouts.
-            let max = if i < 4 {
-                MAX_INTERVAL_SECS
-            } else {
-                MAX_TIMEOUT_SECS
-            };
-            if value > max {
-                return Err(invalid(
-                    key,
-                    format!("{value} is more than the maximum, {max} (seconds)"),
-                ));
-            }
-        }
-        if self.check_interval_ms == Some(0) {
-            return Err(invalid(
-                "check_interval_ms",
-                "must be at least 1 (millisecond)".into(),
-            ));
-        }
-        if let Some(ms) = self.check_interval_ms {
-            let max = MAX_INTERVAL_SECS * 1000;
-            if ms > max {
-                return Err(invalid(
-                    "check_interval_ms",
-                    format!("{ms} is more than the maximum, {max} (milliseconds)"),
-                ));
-            }
-        }
-        if self.backoff_min_secs > self.backoff_max_secs {
+        if self.backoff_min > self.backoff_max {
             return Err(invalid(
                 "backoff_min_secs",
                 format!(
                     "{} is more than backoff_max_secs ({})",
-                    self.backoff_min_secs, self.backoff_max_secs
+                    self.backoff_min.as_secs(),
+                    self.backoff_max.as_secs()
                 ),
             ));
         }
@@ -453,12 +502,8 @@ impl Config {
         if let Some(name) = &reg.name {
             rules::check_label(name).map_err(|e| invalid("registration.name", e.to_string()))?;
         }
-        if let Some(id) = &reg.pub_id {
-            id.parse::<PublicKey>()
-                .map_err(|e| invalid("registration.pub_id", e.to_string()))?;
-        }
         if let Some(url) = &reg.url {
-            check_http_url(url).map_err(|reason| invalid("registration.url", reason))?;
+            check_http_url(url.as_str()).map_err(|reason| invalid("registration.url", reason))?;
         }
         if let Some(domain) = &reg.domain {
             check_domain(domain).map_err(|reason| invalid("registration.domain", reason))?;
@@ -478,7 +523,8 @@ impl Config {
             ));
         }
         for (i, url) in self.ip.echo_urls.iter().enumerate() {
-            check_http_url(url).map_err(|reason| invalid(&format!("ip.echo_urls[{i}]"), reason))?;
+            check_http_url(url.as_str())
+                .map_err(|reason| invalid(&format!("ip.echo_urls[{i}]"), reason))?;
         }
         if !self.ip.ipv4 && !self.ip.ipv6 {
             return Err(invalid(
@@ -486,10 +532,6 @@ impl Config {
                 "`ipv4` and `ipv6` are both false: there is nothing to register".into(),
             ));
         }
-        if let Some(server) = &self.dns.server {
-            check_host_port(server).map_err(|reason| invalid("dns.server", reason))?;
-        }
-        check_host_port(&self.sbot.address).map_err(|reason| invalid("sbot.address", reason))?;
         for (i, host) in self.rpc.allowed_hosts.iter().enumerate() {
             if host.is_empty() || host.contains(['/', ' ', '@']) {
                 return Err(invalid(
@@ -513,44 +555,42 @@ impl Config {
     /// [`Config::validate`] (fields are public), so it is safe to add to an
     /// `Instant`.
     pub fn check_interval(&self) -> Duration {
-        match self.check_interval_ms {
-            Some(ms) => Duration::from_millis(ms),
-            None => Duration::from_secs(self.check_interval_secs),
-        }
-        .min(max_interval())
+        self.check_interval_override
+            .unwrap_or(self.check_interval)
+            .min(max_interval())
     }
 
     /// The forced refresh period.
     pub fn refresh_interval(&self) -> Duration {
-        Duration::from_secs(self.refresh_interval_secs).min(max_interval())
+        self.refresh_interval.min(max_interval())
     }
 
     /// The first backoff delay.
     pub fn backoff_min(&self) -> Duration {
-        Duration::from_secs(self.backoff_min_secs).min(max_interval())
+        self.backoff_min.min(max_interval())
     }
 
     /// The longest backoff delay.
     pub fn backoff_max(&self) -> Duration {
-        Duration::from_secs(self.backoff_max_secs).min(max_interval())
+        self.backoff_max.min(max_interval())
     }
 
     /// The HTTP request timeout.
     pub fn http_timeout(&self) -> Duration {
-        Duration::from_secs(self.http_timeout_secs.min(MAX_TIMEOUT_SECS))
+        self.http_timeout.min(max_timeout())
     }
 
-    /// The pub's key, when configured (validated at load).
+    /// The pub's key, when configured.
     pub fn pub_id(&self) -> Option<PublicKey> {
-        self.registration.pub_id.as_ref()?.parse().ok()
+        self.registration.pub_id
     }
 
     /// The pub, when the config names it completely (key, URL and zone).
     pub fn static_pub(&self) -> Option<StaticPub> {
         let reg = &self.registration;
         Some(StaticPub {
-            pub_id: self.pub_id()?,
-            url: Url::parse(reg.url.as_ref()?).ok()?,
+            pub_id: reg.pub_id?,
+            url: reg.url.clone()?,
             domain: rules::normalize_domain(reg.domain.as_ref()?),
         })
     }
@@ -559,6 +599,26 @@ impl Config {
 /// [`MAX_INTERVAL_SECS`] as a duration.
 pub fn max_interval() -> Duration {
     Duration::from_secs(MAX_INTERVAL_SECS)
+}
+
+/// [`MAX_TIMEOUT_SECS`] as a duration.
+pub fn max_timeout() -> Duration {
+    Duration::from_secs(MAX_TIMEOUT_SECS)
+}
+
+impl DnsConfig {
+    /// The DNS query timeout, clamped to [`MAX_TIMEOUT_SECS`] like every
+    /// timeout here.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.min(max_timeout())
+    }
+}
+
+impl SbotConfig {
+    /// The sbot call timeout, clamped to [`MAX_TIMEOUT_SECS`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout.min(max_timeout())
+    }
 }
 
 /// Whether `url` is an absolute http(s) URL with a host.
@@ -585,145 +645,164 @@ pub fn check_domain(domain: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_host_port(text: &str) -> Result<(), String> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{text:?} is not host:port"))?;
-    if host.is_empty() {
-        return Err(format!("{text:?} has no host"));
-    }
-    port.parse::<u16>()
-        .map_err(|_| format!("{text:?}: {port:?} is not a port number"))?;
-    Ok(())
-}
+/// serde for the intervals and timeouts: whole seconds (or milliseconds)
+/// in the file, at least one and at most the maximum, a [`Duration`] in
+/// the config. The bound is checked here, before any `Instant` sees it.
+mod duration {
+    use std::time::Duration;
 
-/// Turns toml's error into one that names the line and the dotted key.
-fn parse_error(text: &str, path: &Path, err: &toml::de::Error) -> ConfigError {
-    let (line, key) = match err.span() {
-        Some(span) => locate_key(text, span.start),
-        None => (None, None),
-    };
-    let message = match key {
-        Some(key) => format!("key `{key}`: {}", err.message()),
-        None => err.message().to_string(),
-    };
-    ConfigError::Parse {
-        path: path.to_path_buf(),
-        line,
-        message,
-    }
-}
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
-/// The 1-based line of byte `offset`, and the dotted key on it (the key of
-/// that line prefixed with the `[table]` it sits in), when it has one.
-fn locate_key(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or("");
-    let line_no = before.matches('\n').count() + 1;
-    let mut table: Option<String> = None;
-    for line in before.lines() {
-        let t = line.trim();
-        if t.starts_with('[') && !t.starts_with("[[") {
-            table = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .map(|s| s.trim().to_string());
+    use super::{MAX_INTERVAL_SECS, MAX_TIMEOUT_SECS};
+
+    /// A count of `unit`s between 1 and `max`.
+    fn bounded<'de, D: Deserializer<'de>>(d: D, max: u64, unit: &str) -> Result<u64, D::Error> {
+        let value = u64::deserialize(d)?;
+        if value == 0 {
+            return Err(D::Error::custom(format!("must be at least 1 ({unit})")));
+        }
+        if value > max {
+            return Err(D::Error::custom(format!(
+                "{value} is more than the maximum, {max} ({unit}s)"
+            )));
+        }
+        Ok(value)
+    }
+
+    /// Whole seconds, for a config built in code with a huge value too
+    /// (`u64::MAX` seconds at most, which a `Duration` always holds).
+    fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    /// An interval in seconds (checks, refresh, backoff).
+    pub mod interval_secs {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            bounded(d, MAX_INTERVAL_SECS, "second").map(Duration::from_secs)
+        }
+
+        pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            secs(d, s)
         }
     }
-    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-    let key = if line.starts_with('[') {
-        line.trim_start_matches('[')
-            .split(']')
-            .next()
-            .map(|s| s.trim().to_string())
-    } else {
-        line.split_once('=').map(|(k, _)| {
-            let k = k.trim().trim_matches('"');
-            match &table {
-                Some(t) => format!("{t}.{k}"),
-                None => k.to_string(),
-            }
-        })
-    };
-    (Some(line_no), key.filter(|k| !k.is_empty()))
-}
 
-/// The `[registration]` values the `configure` RPC sets. `None` removes the
-/// key from the file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RegistrationEdit {
-    /// The label.
-    pub name: Option<String>,
-    /// The pub's id.
-    pub pub_id: Option<String>,
-    /// The update URL (with `domain`), or `None` to use the announcement.
-    pub url: Option<String>,
-    /// The zone (with `url`).
-    pub domain: Option<String>,
-    /// Set `enabled` too, when given.
-    pub enabled: Option<bool>,
-}
+    /// A timeout in seconds (HTTP, DNS, sbot).
+    pub mod timeout_secs {
+        use super::*;
 
-/// Writes `edit` into the config file at `path`, keeping every other key,
-/// comment and blank line as the owner left them, and returns the new,
-/// checked config. The file is replaced atomically; if the result does not
-/// validate, the file is left untouched.
-pub fn edit_registration(path: &Path, edit: &RegistrationEdit) -> Result<Config, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(source) => {
-            return Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            bounded(d, MAX_TIMEOUT_SECS, "second").map(Duration::from_secs)
         }
-    };
-    let mut doc: toml_edit::DocumentMut =
-        text.parse()
-            .map_err(|e: toml_edit::TomlError| ConfigError::Parse {
-                path: path.to_path_buf(),
-                line: None,
-                message: e.message().to_string(),
-            })?;
-    if let Some(enabled) = edit.enabled {
-        doc["enabled"] = toml_edit::value(enabled);
+
+        pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+            secs(d, s)
+        }
     }
-    let reg = doc
-        .entry("registration")
-        .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()));
-    let Some(reg) = reg.as_table_like_mut() else {
-        return Err(ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: "registration".into(),
-            reason: "is not a table".into(),
-        });
-    };
-    for (key, value) in [
-        ("name", &edit.name),
-        ("pub_id", &edit.pub_id),
-        ("url", &edit.url),
-        ("domain", &edit.domain),
-    ] {
-        match value {
-            Some(v) => {
-                reg.insert(key, toml_edit::value(v.as_str()));
-            }
-            None => {
-                reg.remove(key);
+
+    /// The optional interval in milliseconds (`check_interval_ms`).
+    pub mod interval_ms {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            bounded(d, MAX_INTERVAL_SECS * 1000, "millisecond")
+                .map(|ms| Some(Duration::from_millis(ms)))
+        }
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                // A config built in code may hold more milliseconds than
+                // a u64; the file can never say more than u64::MAX.
+                Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                None => s.serialize_none(),
             }
         }
     }
-    let new_text = doc.to_string();
-    let config = Config::from_str(&new_text, path)?;
-    crate::state::write_atomically(path, new_text.as_bytes()).map_err(|source| {
-        ConfigError::Write {
-            path: path.to_path_buf(),
-            source,
+}
+
+/// serde for URL fields: the text must be an absolute http(s) URL with a
+/// host ([`check_http_url`]); it is kept as a [`Url`] and written back as
+/// its text.
+mod http_url {
+    use reqwest::Url;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    fn parse<'de, D: Deserializer<'de>>(text: &str) -> Result<Url, D::Error> {
+        super::check_http_url(text).map_err(D::Error::custom)
+    }
+
+    /// `Option<Url>`.
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| parse::<D>(&text))
+                .transpose()
         }
-    })?;
-    Ok(config)
+
+        pub fn serialize<S: Serializer>(url: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+            match url {
+                Some(url) => s.serialize_some(url.as_str()),
+                None => s.serialize_none(),
+            }
+        }
+    }
+
+    /// `Vec<Url>`.
+    pub mod list {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|text| parse::<D>(text))
+                .collect()
+        }
+
+        pub fn serialize<S: Serializer>(urls: &[Url], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(urls.iter().map(Url::as_str))
+        }
+    }
+}
+
+/// The dotted key at byte `offset` of `text` (where toml put its error),
+/// found in toml_edit's spans: the key whose name or value holds the
+/// offset, inside the `[table]` it belongs to. A syntax error has no
+/// document to look in; when it sits at the start of a value (an integer
+/// too large for TOML), the text up to it with a stand-in value does.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    if let Ok(doc) = toml_edit::ImDocument::parse(text) {
+        return key_in(doc.as_table(), offset, "");
+    }
+    let before = text.get(..offset)?;
+    let doc = toml_edit::ImDocument::parse(format!("{before}0")).ok()?;
+    key_in(doc.as_table(), offset, "")
+}
+
+/// [`key_at`] within one table (or inline table), `prefix` being its key.
+fn key_in(table: &dyn toml_edit::TableLike, offset: usize, prefix: &str) -> Option<String> {
+    let holds = |span: Option<std::ops::Range<usize>>| {
+        span.is_some_and(|s| s.start <= offset && (offset < s.end || s.is_empty()))
+    };
+    for (name, _) in table.iter() {
+        let (key, item) = table.get_key_value(name)?;
+        let dotted = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        if let Some(inner) = item.as_table_like() {
+            if let Some(found) = key_in(inner, offset, &dotted) {
+                return Some(found);
+            }
+        }
+        if holds(key.span()) || holds(item.span()) {
+            return Some(dotted);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -822,6 +901,24 @@ mod tests {
         }
     }
 
+    /// A syntax or type error carries toml's own position and line, as
+    /// well as the key.
+    #[test]
+    fn parse_errors_carry_tomls_position() {
+        let err = parse("[dns]\ntimeout_secs = 18446744073709551615")
+            .expect_err("too large for TOML")
+            .to_string();
+        assert!(err.contains("key `dns.timeout_secs`"), "{err}");
+        assert!(err.contains("line 2, column 16"), "{err}");
+        let err = parse("[ip]\necho_urls = [\"ftp://x\"]")
+            .expect_err("not http")
+            .to_string();
+        assert!(err.contains("key `ip.echo_urls`"), "{err}");
+        assert!(err.contains("is not an http or https URL"), "{err}");
+        let err = parse("x = [1").expect_err("unclosed").to_string();
+        assert!(err.contains("line 1, column 7"), "{err}");
+    }
+
     /// A week is the longest interval; a config built around validation
     /// still gets clamped durations.
     #[test]
@@ -834,11 +931,11 @@ mod tests {
             .to_string();
         assert!(err.contains("maximum, 604800"), "{err}");
         let mut raw = Config {
-            check_interval_secs: u64::MAX,
-            refresh_interval_secs: u64::MAX,
-            backoff_min_secs: u64::MAX,
-            backoff_max_secs: u64::MAX,
-            http_timeout_secs: u64::MAX,
+            check_interval: Duration::from_secs(u64::MAX),
+            refresh_interval: Duration::from_secs(u64::MAX),
+            backoff_min: Duration::from_secs(u64::MAX),
+            backoff_max: Duration::from_secs(u64::MAX),
+            http_timeout: Duration::from_secs(u64::MAX),
             ..Config::default()
         };
         for d in [
@@ -850,7 +947,7 @@ mod tests {
             assert_eq!(d, max_interval());
         }
         assert_eq!(raw.http_timeout(), Duration::from_secs(MAX_TIMEOUT_SECS));
-        raw.check_interval_ms = Some(u64::MAX);
+        raw.check_interval_override = Some(Duration::from_millis(u64::MAX));
         assert_eq!(raw.check_interval(), max_interval());
     }
 
@@ -873,37 +970,5 @@ mod tests {
             err.to_string().contains("/nonexistent/daemon.toml"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn edit_keeps_comments_and_other_keys() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("daemon.toml");
-        std::fs::write(
-            &path,
-            "# my settings\ncheck_interval_secs = 120 # two minutes\n\n[registration]\nname = \"old\"\n",
-        )
-        .expect("write");
-        let id = peach_dyndns_protocol::identity::Keypair::generate().id();
-        let edit = RegistrationEdit {
-            name: Some("eb4890".into()),
-            pub_id: Some(id.clone()),
-            ..RegistrationEdit::default()
-        };
-        let c = edit_registration(&path, &edit).expect("edit");
-        assert_eq!(c.registration.name.as_deref(), Some("eb4890"));
-        assert_eq!(c.check_interval_secs, 120);
-        let text = std::fs::read_to_string(&path).expect("read");
-        assert!(text.contains("# my settings"), "{text}");
-        assert!(text.contains("# two minutes"), "{text}");
-        assert_eq!(load(&path).expect("reload"), c);
-
-        // A bad edit leaves the file as it was.
-        let bad = RegistrationEdit {
-            name: Some("NOT OK".into()),
-            ..edit
-        };
-        assert!(edit_registration(&path, &bad).is_err());
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
     }
 }

@@ -111,8 +111,7 @@ impl DnsCheck for UdpDns {
         update_url: &'a Url,
     ) -> BoxFuture<'a, Result<DnsAnswer, DnsError>> {
         Box::pin(async move {
-            let timeout =
-                Duration::from_secs(config.timeout_secs.min(crate::config::MAX_TIMEOUT_SECS));
+            let timeout = config.timeout();
             let server = find_server(config, domain, update_url, timeout).await?;
             let name = parse_name(fqdn)?;
             let mut answer = DnsAnswer {
@@ -152,7 +151,7 @@ async fn find_server(
 ) -> Result<SocketAddr, DnsError> {
     let mut tried = Vec::new();
     if let Some(server) = &config.server {
-        return resolve_host_port(server)
+        return resolve_host_port(server.as_str())
             .await
             .map_err(|detail| DnsError::NoServer {
                 domain: domain.to_string(),
@@ -383,7 +382,7 @@ mod tests {
             }
         });
         let config = DnsConfig {
-            server: Some(addr.to_string()),
+            server: Some(crate::config::HostPort::new(&addr.to_string()).expect("host:port")),
             ..DnsConfig::default()
         };
         let url = Url::parse("http://127.0.0.1:1/update").expect("url");

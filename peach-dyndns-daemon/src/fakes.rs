@@ -154,7 +154,8 @@ impl PubApi for FakePub {
         envelope: &'a Envelope,
     ) -> BoxFuture<'a, Result<Accepted, UpdateError>> {
         Box::pin(async move {
-            let body = serde_json::to_vec(envelope).unwrap_or_default();
+            let body = serde_json::to_vec(envelope)
+                .expect("invariant: an envelope (strings and numbers) serialises to JSON");
             let also = lock(&self.also).clone();
             let opened = also
                 .iter()
@@ -238,14 +239,10 @@ impl DnsCheck for FakeDns {
         } else {
             let served = *lock(&self.pub_.served);
             DnsAnswer {
-                server: Some(
-                    "127.0.0.1:53"
-                        .parse()
-                        .unwrap_or(std::net::SocketAddr::from((
-                            IpAddr::V4(Ipv4Addr::LOCALHOST),
-                            53,
-                        ))),
-                ),
+                server: Some(std::net::SocketAddr::from((
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    53,
+                ))),
                 a: served.ip.into_iter().collect(),
                 aaaa: served.ip6.into_iter().collect(),
             }

@@ -171,10 +171,7 @@ impl SourceChain {
             }
         }
         for url in &config.ip.echo_urls {
-            // Checked when the config was loaded.
-            if let Ok(url) = Url::parse(url) {
-                sources.push(Box::new(HttpSource::new(self.client.clone(), url)));
-            }
+            sources.push(Box::new(HttpSource::new(self.client.clone(), url.clone())));
         }
         sources
     }

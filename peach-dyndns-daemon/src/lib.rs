@@ -9,8 +9,10 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML config with named defaults, `load`, validation,
-//!   and the in-place edit behind the `configure` RPC.
+//! - [`config`]: the TOML config with named defaults, `load`, and
+//!   validation into typed values.
+//! - [`configure`]: the in-place edit of the config file behind the
+//!   `configure` RPC.
 //! - [`state`]: the state file (seq per pub, addresses, result), written
 //!   atomically.
 //! - [`secret`]: loading the SSB secret, refusing one others can read.
@@ -25,12 +27,14 @@
 //!   parking, daily refresh, DNS verification).
 //! - [`status`]: the status snapshot and the state names.
 //! - [`led`]: the status LED behind [`led::StatusLed`] and its patterns.
+//! - [`handle`]: the [`handle::Handle`] the RPC, the panel, signals and
+//!   tests work through (config, status, "update now").
 //! - [`rpc`]: the JSON-RPC methods and error codes.
 //! - [`web`]: the warp routes: Host/Origin guard, `POST /rpc`, the panel
 //!   (`panel/` holds its HTML, CSS and JS, embedded at build time), and
 //!   `serve`, which runs them over HTTP/1.1.
-//! - [`daemon`]: the wiring: [`Daemon`] (`run`), [`once`], the real
-//!   services, and the [`daemon::Shared`] handle.
+//! - [`daemon`]: the wiring: [`Daemon`] (`run`), [`once`] and the real
+//!   services; it makes the handle and hands it to [`web`].
 //! - `main.rs`: command line, logging, runtime, signals.
 //!
 //! # Running in-process
@@ -47,9 +51,11 @@
 //! ```
 
 pub mod config;
+pub mod configure;
 pub mod daemon;
 pub mod directory;
 pub mod dns;
+pub mod handle;
 pub mod ip;
 pub mod led;
 pub mod pubapi;

@@ -25,8 +25,9 @@ use peach_dyndns_protocol::rules;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::{ConfigError, RegistrationEdit};
-use crate::daemon::{HandleError, Shared};
+use crate::config::ConfigError;
+use crate::configure::RegistrationEdit;
+use crate::handle::{Handle, HandleError};
 use crate::pubapi::UpdateError;
 
 /// The daemon's own error codes.
@@ -147,7 +148,7 @@ struct InviteParams {
 }
 
 /// Builds the handler with every method bound to `shared`.
-pub fn handler(shared: Arc<Shared>) -> IoHandler {
+pub fn handler(shared: Arc<Handle>) -> IoHandler {
     let mut io = IoHandler::new();
 
     io.add_method("ping", |params: Params| async move {
@@ -244,7 +245,7 @@ pub fn handler(shared: Arc<Shared>) -> IoHandler {
     io
 }
 
-fn config_value(s: &Shared) -> Result<Value, Error> {
+fn config_value(s: &Handle) -> Result<Value, Error> {
     let mut value = to_value(&*s.config())?;
     if let Value::Object(map) = &mut value {
         map.insert(
@@ -259,7 +260,7 @@ fn config_value(s: &Shared) -> Result<Value, Error> {
 
 /// Checks a label: locally first (an invalid or reserved label is
 /// answered without asking the pub), then the pub's `/names/<label>`.
-async fn check_name(s: &Shared, p: CheckNameParams) -> Result<Value, Error> {
+async fn check_name(s: &Handle, p: CheckNameParams) -> Result<Value, Error> {
     if let Err(e) = rules::check_name(&p.name, &[]) {
         return Ok(json!({
             "name": p.name,
@@ -269,15 +270,12 @@ async fn check_name(s: &Shared, p: CheckNameParams) -> Result<Value, Error> {
         }));
     }
     let config = s.config();
-    let pub_id: PublicKey = match p
-        .pub_id
-        .as_deref()
-        .or(config.registration.pub_id.as_deref())
-    {
-        Some(id) => id
+    let pub_id: PublicKey = match (p.pub_id.as_deref(), config.registration.pub_id) {
+        (Some(id), _) => id
             .parse()
             .map_err(|e| invalid_params(format!("pub_id: {e}")))?,
-        None => {
+        (None, Some(configured)) => configured,
+        (None, None) => {
             return Err(error(
                 codes::NOT_CONFIGURED,
                 "no pub given and none configured",

@@ -9,7 +9,6 @@
 //! resolves to a non-public address (unless `sbot.allow_private_pub_urls`).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use peach_dyndns_sbot::{Sbot, SbotConfig as MuxConfig};
 use serde_json::Value;
@@ -82,7 +81,7 @@ impl SbotDirectory {
 
     fn err(&self, detail: impl std::fmt::Display) -> DirectoryError {
         DirectoryError::Sbot {
-            address: self.config.address.clone(),
+            address: self.config.address.to_string(),
             detail: detail.to_string(),
         }
     }
@@ -90,23 +89,15 @@ impl SbotDirectory {
     /// Connects as the Pi's identity; also returns that identity's id.
     async fn connect(&self) -> Result<(Sbot, String), DirectoryError> {
         let keypair = load_secret(&self.secret_path).map_err(|e| self.err(e))?;
-        let addr = tokio::net::lookup_host(&self.config.address)
+        let addr = tokio::net::lookup_host(self.config.address.as_str())
             .await
             .map_err(|e| self.err(e))?
             .next()
             .ok_or_else(|| self.err("the address resolves to nothing"))?;
         let mux = MuxConfig::new(addr, keypair.id());
-        let sbot = Sbot::connect(
-            &mux,
-            keypair.signing_key(),
-            Duration::from_secs(
-                self.config
-                    .timeout_secs
-                    .min(crate::config::MAX_TIMEOUT_SECS),
-            ),
-        )
-        .await
-        .map_err(|e| self.err(e))?;
+        let sbot = Sbot::connect(&mux, keypair.signing_key(), self.config.timeout())
+            .await
+            .map_err(|e| self.err(e))?;
         Ok((sbot, keypair.id()))
     }
 

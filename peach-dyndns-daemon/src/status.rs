@@ -192,7 +192,7 @@ pub fn render(s: &Status, now: u64) -> String {
     let current = join(s.current_ip, s.current_ip6);
     let mut out = String::new();
     let mut line = |label: &str, value: &str| {
-        let _ = writeln!(out, "  {label:<14} {value}");
+        writeln!(out, "  {label:<14} {value}").expect("invariant: writing to a String cannot fail");
     };
     line(
         "name:",

@@ -428,7 +428,7 @@ impl Updater {
         let reg = &config.registration;
         self.set(|s| {
             s.name = reg.name.clone();
-            s.pub_id = reg.pub_id.clone();
+            s.pub_id = reg.pub_id.map(|id| id.to_string());
         });
         if !config.enabled {
             self.set(|s| {

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use warp::http::{header, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
-use crate::daemon::Shared;
+use crate::handle::Handle;
 use crate::rpc;
 
 /// Largest JSON-RPC request body: the biggest call (`configure`) is a few
@@ -79,7 +79,7 @@ fn host_allowed(host: &str, extra: &[String]) -> bool {
 }
 
 /// The Host and Origin check.
-fn guard(shared: Arc<Shared>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+fn guard(shared: Arc<Handle>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("host")
         .and(warp::header::optional::<String>("origin"))
         .and_then(move |host: Option<String>, origin: Option<String>| {
@@ -139,7 +139,7 @@ fn json_content_type() -> impl Filter<Extract = (), Error = Rejection> + Clone {
 /// The daemon's routes: the guard, then JSON-RPC and the panel. Tests
 /// drive this with `warp::test::request()`.
 pub fn routes(
-    shared: Arc<Shared>,
+    shared: Arc<Handle>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let io = Arc::new(rpc::handler(shared.clone()));
     let rpc_path = warp::path("rpc")
@@ -269,7 +269,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// daemon. Nothing that talks to this listener uses HTTP/2: peach-web's
 /// JSON-RPC client and the panel's browser speak plain `http://`, where
 /// browsers never use HTTP/2. See `docs/benchmarks-daemon.md`.
-pub async fn serve(shared: Arc<Shared>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(shared: Arc<Handle>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let service = TowerToHyperService::new(warp::service(routes(shared)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

@@ -572,7 +572,7 @@ async fn seq_is_kept_per_pub() {
     let run = start(&world, world.config());
     sleep(Duration::from_secs(1)).await;
     let mut moved = world.config();
-    moved.registration.pub_id = Some(second.id());
+    moved.registration.pub_id = Some(second.public());
     run.config_tx.send_replace(Arc::new(moved));
     sleep(Duration::from_secs(1)).await;
     let got: Vec<(Op, PublicKey, u64)> = world
@@ -777,10 +777,10 @@ async fn a_huge_retry_after_is_clamped_and_does_not_panic() {
 async fn huge_config_intervals_are_clamped() {
     let world = World::new();
     let mut config = world.config();
-    config.check_interval_secs = u64::MAX;
-    config.refresh_interval_secs = u64::MAX;
-    config.backoff_min_secs = u64::MAX;
-    config.backoff_max_secs = u64::MAX;
+    config.check_interval = Duration::from_secs(u64::MAX);
+    config.refresh_interval = Duration::from_secs(u64::MAX);
+    config.backoff_min = Duration::from_secs(u64::MAX);
+    config.backoff_max = Duration::from_secs(u64::MAX);
     world.pub_.push(Script::Fail(unreachable_err()));
     let start_at = Instant::now();
     let run = start(&world, config);

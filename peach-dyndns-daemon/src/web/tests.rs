@@ -7,13 +7,14 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::routes;
-use crate::daemon::{Daemon, Shared};
+use crate::daemon::Daemon;
 use crate::fakes::{lock, World};
+use crate::handle::Handle;
 use crate::rpc::codes;
 
 struct Harness {
     world: World,
-    shared: Arc<Shared>,
+    shared: Arc<Handle>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }

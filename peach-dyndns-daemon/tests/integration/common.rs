@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peach_dyndns_daemon::config::Config;
-use peach_dyndns_daemon::daemon::{real_services, Daemon, Shared};
+use peach_dyndns_daemon::daemon::{real_services, Daemon};
+use peach_dyndns_daemon::handle::Handle;
 use peach_dyndns_protocol::identity::Keypair;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -220,7 +221,7 @@ impl Pi {
 
 /// A daemon running in-process with its listener on 127.0.0.1:0.
 pub struct RunningDaemon {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Handle>,
     pub rpc: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
