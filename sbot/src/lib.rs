@@ -7,8 +7,10 @@
 //! [`SbotError`] that names the server's address, the method and what the
 //! server said.
 //!
-//! SSB ids are `peach_dyndns_protocol::identity`'s, which this crate
-//! builds on.
+//! It also loads the SSB secret both binaries sign with ([`secret`]):
+//! systemd's credential first, then the configured file, refusing one that
+//! other users can read. The id and secret file formats themselves are
+//! `peach_dyndns_protocol::identity`'s, which this crate builds on.
 //!
 //! ```no_run
 //! # async fn demo(key: ed25519_dalek::SigningKey) -> Result<(), peach_dyndns_sbot::SbotError> {
@@ -48,6 +50,8 @@
 //!   numbers, routing answers to waiting calls, [`Source`] streams.
 //! - `frame.rs`: muxrpc packets: header, request bodies, reply decoding.
 //!   Pure functions.
+//! - [`secret`]: [`secret::load_secret`], the SSB secret from systemd's
+//!   credential or the configured path, and [`secret::SecretError`].
 //! - `quickack.rs`: a TCP read half that ACKs at once, which cuts each call
 //!   from about 45 ms to about 1 ms (ssb-server's writes meet Linux's
 //!   delayed ACK otherwise).
@@ -62,6 +66,7 @@ mod conn;
 mod error;
 mod frame;
 mod quickack;
+pub mod secret;
 
 pub use client::{Sbot, SbotConfig, MAIN_NETWORK_KEY};
 pub use conn::Source;
