@@ -85,27 +85,43 @@ impl fmt::Debug for PublicKey {
 impl FromStr for PublicKey {
     type Err = IdentityError;
 
-    /// Parses `@<base64>.ed25519`. The `@` is optional so the `public` field
-    /// of a secret file (which has none) parses too.
+    /// Parses an SSB id, `@<base64>.ed25519`. The `@` is required: it is
+    /// the id format of DESIGN.md, of every id this project writes, and of
+    /// every id ssb-server answers with (`whoami`, message authors,
+    /// `friends.*`, invite codes). The one place an SSB key appears without
+    /// it, the `public` field of a secret file, is read by
+    /// [`parse_secret_file`] itself.
     fn from_str(s: &str) -> Result<PublicKey, IdentityError> {
-        let bad = |reason| IdentityError::BadId {
-            id: s.chars().take(80).collect(),
-            reason,
-        };
-        let body = s.strip_prefix('@').unwrap_or(s);
-        let b64 = body
-            .strip_suffix(".ed25519")
-            .ok_or_else(|| bad("it does not end in .ed25519"))?;
-        let raw = B64
-            .decode(b64)
-            .map_err(|_| bad("the key is not standard base64 with padding"))?;
-        let bytes: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad("the key is not 32 bytes long"))?;
-        VerifyingKey::from_bytes(&bytes)
-            .map(PublicKey)
-            .map_err(|_| bad("the key is not a valid ed25519 point"))
+        let body = s
+            .strip_prefix('@')
+            .ok_or_else(|| bad_id(s, "it does not start with @"))?;
+        parse_bare_key(body).map_err(|reason| bad_id(s, reason))
+    }
+}
+
+/// Reads `<base64 of 32 bytes>.ed25519`, an SSB key without the `@` of an
+/// id (the `public` field of a secret file), or says what is wrong.
+fn parse_bare_key(text: &str) -> Result<PublicKey, &'static str> {
+    let b64 = text
+        .strip_suffix(".ed25519")
+        .ok_or("it does not end in .ed25519")?;
+    let raw = B64
+        .decode(b64)
+        .map_err(|_| "the key is not standard base64 with padding")?;
+    let bytes: [u8; 32] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| "the key is not 32 bytes long")?;
+    VerifyingKey::from_bytes(&bytes)
+        .map(PublicKey)
+        .map_err(|_| "the key is not a valid ed25519 point")
+}
+
+/// An [`IdentityError::BadId`] for `id` (cut to 80 characters).
+fn bad_id(id: &str, reason: &'static str) -> IdentityError {
+    IdentityError::BadId {
+        id: id.chars().take(80).collect(),
+        reason,
     }
 }
 
@@ -228,7 +244,10 @@ pub fn parse_secret_file(text: &str) -> Result<Keypair, IdentityError> {
         )
     })?;
     let keypair = Keypair { signing };
-    let public: PublicKey = secret.public.parse()?;
+    // ssb-keys writes `public` without the `@` of an id.
+    let public = parse_bare_key(&secret.public).map_err(|reason| {
+        IdentityError::BadSecret(format!("`public` is not <base64>.ed25519: {reason}"))
+    })?;
     if public != keypair.public() {
         return Err(IdentityError::BadSecret(
             "`public` does not match the private key".into(),
@@ -236,7 +255,7 @@ pub fn parse_secret_file(text: &str) -> Result<Keypair, IdentityError> {
     }
     if let Some(id) = &secret.id {
         let id_key: PublicKey = id.parse()?;
-        if !id.starts_with('@') || id_key != keypair.public() {
+        if id_key != keypair.public() {
             return Err(IdentityError::BadSecret(
                 "`id` does not match the private key".into(),
             ));
@@ -277,6 +296,89 @@ mod tests {
         ] {
             let err = id.parse::<PublicKey>().expect_err(id).to_string();
             assert!(err.contains(why), "{err}");
+        }
+    }
+
+    /// A secret made by ssb-server 16.0.1 (`~/.ssb/secret`), used only here.
+    const SSB_SERVER_PRIVATE: &str = "J/Tkzke24j2RsLIpemPsOusmKP/Ps6OibEAuBm5CI8sF+nDo7Ja0FmGCheGlf6MRg9spJkGrdIN7wgTv4Fkr7g==.ed25519";
+    /// Its id.
+    const SSB_SERVER_ID: &str = "@Bfpw6OyWtBZhgoXhpX+jEYPbKSZBq3SDe8IE7+BZK+4=.ed25519";
+
+    /// ssb-server's secret file around a given `private` field.
+    fn ssb_server_secret(private: &str) -> String {
+        format!(
+            "# this is your SECRET name.\n\n{{\n  \"curve\": \"ed25519\",\n  \
+             \"public\": \"{}\",\n  \"private\": \"{private}\",\n  \"id\": \"{SSB_SERVER_ID}\"\n}}\n",
+            &SSB_SERVER_ID[1..]
+        )
+    }
+
+    #[test]
+    fn ssb_secret_gives_its_id() {
+        let kp = parse_secret_file(&ssb_server_secret(SSB_SERVER_PRIVATE)).expect("valid secret");
+        assert_eq!(kp.id(), SSB_SERVER_ID);
+        assert_eq!(
+            SSB_SERVER_ID.parse::<PublicKey>().expect("valid id"),
+            kp.public()
+        );
+    }
+
+    #[test]
+    fn bad_ids_are_refused() {
+        for bad in [
+            "",
+            // The `public` field of a secret file is not an id: no `@`.
+            "Bfpw6OyWtBZhgoXhpX+jEYPbKSZBq3SDe8IE7+BZK+4=.ed25519",
+            "@Bfpw6OyWtBZhgoXhpX+jEYPbKSZBq3SDe8IE7+BZK+4=",
+            "@not base64!.ed25519",
+            "@AAAA.ed25519",
+            "%Bfpw6OyWtBZhgoXhpX+jEYPbKSZBq3SDe8IE7+BZK+4=.sha256",
+        ] {
+            assert!(
+                matches!(bad.parse::<PublicKey>(), Err(IdentityError::BadId { .. })),
+                "{bad:?}"
+            );
+        }
+        let err = SSB_SERVER_ID[1..]
+            .parse::<PublicKey>()
+            .expect_err("no @")
+            .to_string();
+        assert!(err.contains("does not start with @"), "{err}");
+    }
+
+    #[test]
+    fn bad_secrets_are_refused() {
+        // Right length, but the public half is someone else's.
+        let mut bytes = B64
+            .decode(SSB_SERVER_PRIVATE.trim_end_matches(".ed25519"))
+            .expect("base64");
+        bytes[40] ^= 1;
+        let tampered = format!("{}.ed25519", B64.encode(&bytes));
+        for bad in [
+            "",
+            SSB_SERVER_PRIVATE.trim_end_matches(".ed25519"),
+            "AAAA.ed25519",
+            tampered.as_str(),
+        ] {
+            let err = parse_secret_file(&ssb_server_secret(bad)).expect_err(bad);
+            assert!(matches!(err, IdentityError::BadSecret(_)), "{err}");
+            // The error never repeats the key.
+            assert!(!err.to_string().contains("J/Tkzke24j2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_file_public_is_a_bare_key() {
+        let kp = Keypair::generate();
+        let id = kp.id();
+        let public = format!("\"public\": \"{}\"", &id[1..]);
+        for bad in [
+            format!("\"public\": \"{id}\""),
+            "\"public\": \"AAAA.ed25519\"".into(),
+        ] {
+            let text = kp.to_secret_file().replace(&public, &bad);
+            let err = parse_secret_file(&text).expect_err(&bad);
+            assert!(err.to_string().contains("`public`"), "{err}");
         }
     }
 

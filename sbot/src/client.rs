@@ -8,14 +8,22 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use kuska_handshake::async_std::{handshake_client, BoxStream};
 use kuska_handshake::sodiumoxide::crypto::{auth, sign::ed25519};
+use peach_dyndns_protocol::identity::PublicKey;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
 
 use crate::conn::{Connection, Source};
-use crate::id::{feed_id, parse_feed_id, MAIN_NETWORK_KEY};
 use crate::quickack::QuickAckRead;
 use crate::SbotError;
+
+/// The network key of the main SSB network ("shs key" / "caps.shs"): the
+/// one every ssb-server and go-sbot uses unless configured otherwise.
+/// Base64 `1KHLiKZvAvjbY1ziZEHMXawbCEIM6qwjCDm3VYRan/s=`.
+pub const MAIN_NETWORK_KEY: [u8; 32] = [
+    0xd4, 0xa1, 0xcb, 0x88, 0xa6, 0x6f, 0x02, 0xf8, 0xdb, 0x63, 0x5c, 0xe2, 0x64, 0x41, 0xcc, 0x5d,
+    0xac, 0x1b, 0x08, 0x42, 0x0c, 0xea, 0xac, 0x23, 0x08, 0x39, 0xb7, 0x55, 0x84, 0x5a, 0x9f, 0xfb,
+];
 
 /// Size of the box stream's buffers, as kuska-ssb uses (32 KiB). A box is
 /// at most 4 KiB of plaintext, so this holds several.
@@ -87,7 +95,10 @@ impl Sbot {
         timeout: Duration,
     ) -> Result<Sbot, SbotError> {
         let addr = cfg.addr;
-        let server_pk = parse_feed_id(&cfg.server_id)?;
+        let server_pk: PublicKey = cfg
+            .server_id
+            .parse()
+            .map_err(|source| SbotError::InvalidId { source })?;
         let handshake_error = |reason: String| SbotError::Handshake {
             addr,
             server_id: cfg.server_id.clone(),
@@ -107,7 +118,7 @@ impl Sbot {
         let net_key = auth::Key(cfg.network_key.unwrap_or(MAIN_NETWORK_KEY));
         let our_pk = ed25519::PublicKey(key.verifying_key().to_bytes());
         let our_sk = ed25519::SecretKey(key.to_keypair_bytes());
-        let their_pk = ed25519::PublicKey(server_pk.to_bytes());
+        let their_pk = ed25519::PublicKey(*server_pk.as_bytes());
 
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
@@ -137,7 +148,7 @@ impl Sbot {
         Ok(Sbot {
             conn: Connection::start(addr, reader, writer),
             timeout,
-            id: feed_id(&key.verifying_key()),
+            id: PublicKey::from(key.verifying_key()).to_string(),
         })
     }
 
@@ -337,6 +348,15 @@ fn describe_handshake_error(e: &kuska_handshake::async_std::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_key_is_the_main_net() {
+        use base64::Engine as _;
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(MAIN_NETWORK_KEY),
+            "1KHLiKZvAvjbY1ziZEHMXawbCEIM6qwjCDm3VYRan/s="
+        );
+    }
 
     fn send_sync<T: Send + Sync>(_: &T) {}
     fn send<T: Send>(_: &T) {}

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// An error from [`Sbot`](crate::Sbot) or the identity helpers.
+use peach_dyndns_protocol::identity::IdentityError;
+
+/// An error from [`Sbot`](crate::Sbot).
 ///
 /// Each variant carries what a person needs to act on it: the server's
 /// address, the muxrpc method (`friends.isFollowing`, …) and what the
@@ -11,20 +13,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SbotError {
-    /// A string that should be an SSB feed id (`@<base64>.ed25519`) is not one.
-    #[error("invalid SSB id {id:?}: {reason}")]
+    /// The server id (`@<base64>.ed25519`) is not an SSB id.
+    #[error("invalid SSB server id: {source}")]
     InvalidId {
-        /// The string as given.
-        id: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// A secret key that is not a valid ed25519 keypair.
-    #[error("invalid SSB secret key: {reason}")]
-    InvalidKey {
-        /// What is wrong with it (never the key itself).
-        reason: String,
+        /// What is wrong with it (the id, cut, and the reason).
+        source: IdentityError,
     },
 
     /// The TCP connection could not be made (nothing listening, refused,

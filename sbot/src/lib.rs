@@ -7,12 +7,18 @@
 //! [`SbotError`] that names the server's address, the method and what the
 //! server said.
 //!
+//! It also loads the SSB secret both binaries sign with ([`secret`]):
+//! systemd's credential first, then the configured file, refusing one that
+//! other users can read. The id and secret file formats themselves are
+//! `peach_dyndns_protocol::identity`'s, which this crate builds on.
+//!
 //! ```no_run
 //! # async fn demo(key: ed25519_dalek::SigningKey) -> Result<(), peach_dyndns_sbot::SbotError> {
 //! use std::time::Duration;
+//! use peach_dyndns_protocol::identity::PublicKey;
 //! use peach_dyndns_sbot::{Sbot, SbotConfig};
 //!
-//! let me = peach_dyndns_sbot::feed_id(&key.verifying_key());
+//! let me = PublicKey::from(key.verifying_key()).to_string();
 //! let cfg = SbotConfig::new("127.0.0.1:8008".parse().unwrap(), me.clone());
 //! let sbot = Sbot::connect(&cfg, &key, Duration::from_secs(5)).await?;
 //! let followed = sbot.is_following(&me, "@LA9HYf5rnUJFHHTklKXLLRyrEytayjbFZRo76Aj/qKs=.ed25519").await?;
@@ -39,13 +45,13 @@
 //! - `client.rs`: [`Sbot`] and [`SbotConfig`]: connect and handshake, the
 //!   typed calls (`whoami`, `friends.*`, `publish`, `messagesByType`,
 //!   `invite.accept`, `gossip.add`) and the generic [`Sbot::call`] and
-//!   [`Sbot::source`].
+//!   [`Sbot::source`]; [`MAIN_NETWORK_KEY`].
 //! - `conn.rs`: one muxrpc connection: the reader and writer tasks, request
 //!   numbers, routing answers to waiting calls, [`Source`] streams.
 //! - `frame.rs`: muxrpc packets: header, request bodies, reply decoding.
 //!   Pure functions.
-//! - `id.rs`: feed ids, the main network key, the `private` field of an SSB
-//!   secret file.
+//! - [`secret`]: [`secret::load_secret`], the SSB secret from systemd's
+//!   credential or the configured path, and [`secret::SecretError`].
 //! - `quickack.rs`: a TCP read half that ACKs at once, which cuts each call
 //!   from about 45 ms to about 1 ms (ssb-server's writes meet Linux's
 //!   delayed ACK otherwise).
@@ -59,10 +65,9 @@ mod client;
 mod conn;
 mod error;
 mod frame;
-mod id;
 mod quickack;
+pub mod secret;
 
-pub use client::{Sbot, SbotConfig};
+pub use client::{Sbot, SbotConfig, MAIN_NETWORK_KEY};
 pub use conn::Source;
 pub use error::SbotError;
-pub use id::{feed_id, parse_feed_id, signing_key_from_ssb_private, MAIN_NETWORK_KEY};

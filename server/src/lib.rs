@@ -52,7 +52,5 @@ pub mod server;
 pub mod state;
 pub mod update;
 
-pub use server::{
-    build_state, load_secret, run, secret_path, Listeners, StartError, SECRET_CREDENTIAL,
-};
+pub use server::{build_state, run, Listeners, StartError};
 pub use state::State;

@@ -2,10 +2,9 @@
 //! until the shutdown signal.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use peach_dyndns_protocol::identity::{self, Keypair};
+use peach_dyndns_sbot::secret::{load_secret, SecretError};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::{self, Config, GraphConfig};
@@ -17,14 +16,10 @@ use crate::{api, conn, dns};
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The secret file could not be used.
-    #[error("secret file {path}: {message}")]
-    Secret {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// The secret file could not be used (the error names the file:
+    /// systemd's credential or the config's `secret`).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// The registry could not be opened or read.
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
@@ -42,20 +37,6 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Reads an SSB secret file, refusing one that other users can read or
-/// write.
-pub fn load_secret(path: &Path) -> Result<Keypair, StartError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let err = |message: String| StartError::Secret {
-        path: path.to_owned(),
-        message,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    identity::check_secret_mode(meta.permissions().mode()).map_err(|e| err(e.to_string()))?;
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    identity::parse_secret_file(&text).map_err(|e| err(e.to_string()))
 }
 
 /// The sockets the server serves on, bound by the caller (tests bind
@@ -99,27 +80,15 @@ impl Listeners {
     }
 }
 
-/// The credential name under which systemd hands the service the pub's SSB
-/// secret (`LoadCredential=ssb-secret:…` in the packaged unit).
-pub const SECRET_CREDENTIAL: &str = "ssb-secret";
-
-/// Where the pub's secret is read from: systemd's private copy
-/// (`$CREDENTIALS_DIRECTORY/ssb-secret`) when the service was given one,
-/// so the server's own user never needs to read ssb-server's files;
-/// otherwise the config's `secret`.
-pub fn secret_path(config: &Config) -> PathBuf {
-    std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(|dir| Path::new(&dir).join(SECRET_CREDENTIAL))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| config.secret.clone())
-}
-
 /// Builds the state from a config: secret, registry, DNS backend, graph.
 /// Returns the embedded DNS server too when that backend is chosen.
 pub fn build_state(
     config: Config,
 ) -> Result<(State, Option<Arc<dns::embedded::EmbeddedDns>>), StartError> {
-    let keypair = load_secret(&secret_path(&config))?;
+    // systemd's private copy (`$CREDENTIALS_DIRECTORY/ssb-secret`) when the
+    // service was given one, so the server's own user never needs to read
+    // ssb-server's files; otherwise the config's `secret`.
+    let keypair = load_secret(&config.secret)?;
     if let Some(dir) = config.database.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|e| StartError::Bind {
@@ -214,25 +183,31 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
 
+    use peach_dyndns_protocol::identity::Keypair;
+
+    /// The secret is loaded by `peach_dyndns_sbot::secret` (tested there);
+    /// here, that `build_state` uses it and its error keeps the path.
     #[test]
-    fn secret_files_others_can_read_are_refused() {
+    fn build_state_refuses_a_secret_others_can_read() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("secret");
         std::fs::write(&path, Keypair::generate().to_secret_file()).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = load_secret(&path).expect_err("refused").to_string();
+        let text = format!(
+            "domain = \"peach.dinosaur.is\"\nsecret = {:?}\ndatabase = {:?}\n\
+             [graph]\nbackend = \"allowlist\"\n",
+            path,
+            dir.path().join("r.sqlite3")
+        );
+        let config = Config::from_str(&text, &dir.path().join("server.toml")).expect("config");
+        let Err(err) = build_state(config) else {
+            panic!("an insecure secret was accepted");
+        };
+        assert!(matches!(err, StartError::Secret(_)), "{err:?}");
+        let err = err.to_string();
         assert!(
             err.contains(&path.display().to_string()) && err.contains("chmod 600"),
             "{err}"
         );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert!(load_secret(&path).is_ok());
-        let missing = load_secret(&dir.path().join("nope"))
-            .expect_err("missing")
-            .to_string();
-        assert!(missing.contains("nope"), "{missing}");
-        std::fs::write(&path, "# only comments\n").expect("write");
-        let garbage = load_secret(&path).expect_err("garbage").to_string();
-        assert!(garbage.contains("not valid"), "{garbage}");
     }
 }

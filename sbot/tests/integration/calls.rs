@@ -2,9 +2,9 @@
 
 use serde_json::json;
 
-use peach_dyndns_sbot::{feed_id, SbotError};
+use peach_dyndns_sbot::SbotError;
 
-use super::{connect_as_owner, random_key};
+use super::{connect_as_owner, feed_id, random_key};
 
 #[tokio::test]
 async fn whoami_is_the_id_in_the_secret_file() {
@@ -56,7 +56,7 @@ async fn follow_then_block_changes_is_following_and_is_blocking() {
     let sbot = testkit::Sbot::start();
     let client = connect_as_owner(&sbot).await;
     let me = sbot.id();
-    let pi = feed_id(&random_key().verifying_key());
+    let pi = feed_id(&random_key());
 
     assert!(!client.is_following(me, &pi).await.expect("isFollowing"));
     assert!(!client.is_blocking(me, &pi).await.expect("isBlocking"));
@@ -88,7 +88,7 @@ async fn calls_run_concurrently_on_one_connection() {
     let sbot = testkit::Sbot::start();
     let client = connect_as_owner(&sbot).await;
     let me = sbot.id();
-    let pi = feed_id(&random_key().verifying_key());
+    let pi = feed_id(&random_key());
     let (who, following, blocking, listed) = tokio::join!(
         client.whoami(),
         client.is_following(me, &pi),

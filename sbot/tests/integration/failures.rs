@@ -3,9 +3,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use peach_dyndns_sbot::{feed_id, Sbot, SbotConfig, SbotError};
+use peach_dyndns_sbot::{Sbot, SbotConfig, SbotError};
 
-use super::{config, random_key, server_key, TIMEOUT};
+use super::{config, feed_id, random_key, server_key, TIMEOUT};
 
 #[tokio::test]
 async fn closed_port_is_a_connect_error_at_once() {
@@ -14,7 +14,7 @@ async fn closed_port_is_a_connect_error_at_once() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("local addr")
     };
-    let cfg = SbotConfig::new(addr, feed_id(&random_key().verifying_key()));
+    let cfg = SbotConfig::new(addr, feed_id(&random_key()));
     let started = Instant::now();
     let err = Sbot::connect(&cfg, &random_key(), TIMEOUT)
         .await
@@ -31,7 +31,7 @@ async fn closed_port_is_a_connect_error_at_once() {
 async fn wrong_server_id_is_a_handshake_error_not_a_hang() {
     let sbot = testkit::Sbot::start();
     let mut cfg = config(&sbot);
-    cfg.server_id = feed_id(&random_key().verifying_key());
+    cfg.server_id = feed_id(&random_key());
     let started = Instant::now();
     let err = Sbot::connect(&cfg, &server_key(&sbot), TIMEOUT)
         .await
@@ -62,7 +62,7 @@ async fn silent_server_is_a_timeout() {
     // connection, but no handshake answer ever comes.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("local addr");
-    let cfg = SbotConfig::new(addr, feed_id(&random_key().verifying_key()));
+    let cfg = SbotConfig::new(addr, feed_id(&random_key()));
     let err = Sbot::connect(&cfg, &random_key(), Duration::from_secs(30))
         .await
         .expect_err("no answer");

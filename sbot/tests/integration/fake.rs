@@ -14,9 +14,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpListener;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
 
-use peach_dyndns_sbot::{feed_id, Sbot, SbotConfig, SbotError, MAIN_NETWORK_KEY};
+use peach_dyndns_sbot::{Sbot, SbotConfig, SbotError, MAIN_NETWORK_KEY};
 
-use super::random_key;
+use super::{feed_id, random_key};
 
 /// One muxrpc packet as the fake sees it.
 #[derive(Debug)]
@@ -93,7 +93,7 @@ where
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server_key: SigningKey = random_key();
-    let cfg = SbotConfig::new(addr, feed_id(&server_key.verifying_key()));
+    let cfg = SbotConfig::new(addr, feed_id(&server_key));
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.expect("accept");
         let mut stream = tcp.compat();

@@ -13,7 +13,8 @@ mod invite;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use peach_dyndns_sbot::{signing_key_from_ssb_private, Sbot, SbotConfig};
+use peach_dyndns_protocol::identity::{parse_secret_file, PublicKey};
+use peach_dyndns_sbot::{Sbot, SbotConfig};
 
 /// Generous for a loopback server on a busy 2-core CI machine; answers
 /// normally take a few milliseconds.
@@ -21,10 +22,11 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The key testkit's sbot runs as, from its secret file.
 fn server_key(sbot: &testkit::Sbot) -> SigningKey {
-    let private = sbot.secret()["private"]
-        .as_str()
-        .expect("the secret file has a private key");
-    signing_key_from_ssb_private(private).expect("ssb-server's own secret is valid")
+    let text = std::fs::read_to_string(sbot.secret_path()).expect("ssb-server's secret file");
+    parse_secret_file(&text)
+        .expect("ssb-server's own secret is valid")
+        .signing_key()
+        .clone()
 }
 
 /// Where testkit's sbot listens and who it is.
@@ -43,4 +45,9 @@ async fn connect_as_owner(sbot: &testkit::Sbot) -> Sbot {
 /// A new random ed25519 key, standing in for a Pi that has no sbot here.
 fn random_key() -> SigningKey {
     SigningKey::generate(&mut rand_core::OsRng)
+}
+
+/// The feed id of a key, `@<base64>.ed25519`.
+fn feed_id(key: &SigningKey) -> String {
+    PublicKey::from(key.verifying_key()).to_string()
 }
