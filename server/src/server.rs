@@ -101,9 +101,12 @@ pub fn build_state(
     let backend =
         dns::build(&config.dns, &config.domain).map_err(|e| StartError::Dns(e.to_string()))?;
     let graph: Arc<dyn SocialGraph> = match &config.graph {
-        GraphConfig::Allowlist { allow } => Arc::new(graph::Allowlist::new(
-            allow.iter().filter_map(|id| id.parse().ok()),
-        )),
+        GraphConfig::Allowlist { allow } => {
+            Arc::new(graph::Allowlist::new(allow.iter().map(|id| {
+                id.parse()
+                    .expect("invariant: Config::from_str checked graph.allow")
+            })))
+        }
         GraphConfig::Ssb {
             addr, server_id, ..
         } => Arc::new(graph::SsbGraph::new(
