@@ -287,40 +287,60 @@ impl HttpSource {
     }
 
     async fn fetch(&self) -> Result<IpAddr, IpError> {
-        let http = |detail: String| IpError::Http {
-            source_name: self.url.to_string(),
-            detail,
-        };
-        let mut response = self
-            .client
-            .get(self.url.clone())
-            .header(reqwest::header::ACCEPT, "text/plain, application/json")
-            .send()
-            .await
-            .map_err(|e| http(crate::pubapi::describe_reqwest(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(http(format!("answered HTTP {status}")));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| http(crate::pubapi::describe_reqwest(&e)))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_ANSWER_BYTES {
-                return Err(IpError::Answer {
-                    source_name: self.url.to_string(),
-                    detail: format!("the body is longer than {MAX_ANSWER_BYTES} bytes"),
-                });
-            }
-        }
+        let name = self.url.to_string();
+        let body = get_bounded(
+            &self.client,
+            self.url.clone(),
+            "text/plain, application/json",
+            MAX_ANSWER_BYTES,
+            &name,
+        )
+        .await?;
         parse_answer(&body).map_err(|detail| IpError::Answer {
-            source_name: self.url.to_string(),
+            source_name: name,
             detail,
         })
     }
+}
+
+/// GETs `url` and reads a successful answer's body of at most `limit`
+/// bytes; errors name `source_name`.
+async fn get_bounded(
+    client: &reqwest::Client,
+    url: Url,
+    accept: &'static str,
+    limit: usize,
+    source_name: &str,
+) -> Result<Vec<u8>, IpError> {
+    let http = |detail: String| IpError::Http {
+        source_name: source_name.to_string(),
+        detail,
+    };
+    let mut response = client
+        .get(url)
+        .header(reqwest::header::ACCEPT, accept)
+        .send()
+        .await
+        .map_err(|e| http(crate::pubapi::describe_reqwest(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(http(format!("answered HTTP {status}")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| http(crate::pubapi::describe_reqwest(&e)))?
+    {
+        body.extend_from_slice(&chunk);
+        if body.len() > limit {
+            return Err(IpError::Answer {
+                source_name: source_name.to_string(),
+                detail: format!("the body is longer than {limit} bytes"),
+            });
+        }
+    }
+    Ok(body)
 }
 
 impl IpSource for HttpSource {
@@ -352,38 +372,17 @@ impl SignedPubSource {
 
     async fn fetch(&self) -> Result<IpAddr, IpError> {
         let name = self.pub_ip.url.to_string();
-        let http = |detail: String| IpError::Http {
-            source_name: name.clone(),
-            detail,
-        };
         let nonce = fresh_nonce();
         let mut url = self.pub_ip.url.clone();
         url.query_pairs_mut().clear().append_pair("nonce", &nonce);
-        let mut response = self
-            .client
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| http(crate::pubapi::describe_reqwest(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(http(format!("answered HTTP {status}")));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| http(crate::pubapi::describe_reqwest(&e)))?
-        {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_SIGNED_ANSWER_BYTES {
-                return Err(IpError::Answer {
-                    source_name: name,
-                    detail: format!("the body is longer than {MAX_SIGNED_ANSWER_BYTES} bytes"),
-                });
-            }
-        }
+        let body = get_bounded(
+            &self.client,
+            url,
+            "application/json",
+            MAX_SIGNED_ANSWER_BYTES,
+            &name,
+        )
+        .await?;
         verify_pub_answer(&name, &body, &self.pub_ip.pub_id, &nonce)
     }
 }
