@@ -12,10 +12,10 @@ use peach_dyndns_protocol::identity::PublicKey;
 use peach_dyndns_protocol::message::{Op, UpdateMsg};
 use peach_dyndns_protocol::rules::token_hash;
 use peach_dyndns_protocol::seal::seal_update;
+use testkit::{Process, Signal};
 
 use crate::args::{Args, DOMAIN};
 use crate::measure::{sample, Metrics, Sample};
-use crate::procs::{signal, tail, Proc};
 use crate::report::thousands;
 
 /// inadyn's name (registered by the bench with a dyndns2 token).
@@ -102,23 +102,20 @@ pub(crate) async fn run_inadyn(
     let cache = dir.join("inadyn-cache");
     std::fs::create_dir_all(&cache)?;
     let ip_before = metrics.count("ip", "ok").await?;
-    let mut inadyn = Proc::spawn(
-        "inadyn",
-        Command::new("inadyn")
-            .arg("--foreground")
-            .arg("--no-pidfile")
-            .arg(format!("--cache-dir={}", cache.display()))
-            .arg("-f")
-            .arg(&conf),
-        &dir.join("inadyn.log"),
-    )?;
+    let mut cmd = Command::new("inadyn");
+    cmd.arg("--foreground")
+        .arg("--no-pidfile")
+        .arg(format!("--cache-dir={}", cache.display()))
+        .arg("-f")
+        .arg(&conf);
+    let mut inadyn = Process::spawn(cmd, "inadyn", &dir.join("inadyn.log"))?;
     let start = Instant::now();
     while metrics.count("nic_update", "good").await? < 1 {
         inadyn.check_alive()?;
         if start.elapsed() > Duration::from_secs(30) {
             bail!(
                 "inadyn made no update in 30 s; its log:\n{}",
-                tail(&dir.join("inadyn.log"))
+                inadyn.log_tail()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -127,7 +124,7 @@ pub(crate) async fn run_inadyn(
     // share out by sampling relative counts.
     let mut samples = vec![(
         "after start (updated)".to_string(),
-        sample(metrics, inadyn.pid, "ip").await?,
+        sample(metrics, inadyn.pid(), "ip").await?,
     )];
     let offset = ip_before;
     samples[0].1.checks -= offset;
@@ -137,7 +134,7 @@ pub(crate) async fn run_inadyn(
     for mark in marks {
         while done < mark {
             let before = metrics.count("ip", "ok").await?;
-            signal(inadyn.pid, "USR2")?;
+            inadyn.signal(Signal::SIGUSR2)?;
             let start = Instant::now();
             let next = start + pace;
             loop {
@@ -159,7 +156,7 @@ pub(crate) async fn run_inadyn(
             done = metrics.count("ip", "ok").await?.saturating_sub(offset);
             tokio::time::sleep_until(next.into()).await;
         }
-        let mut s = sample(metrics, inadyn.pid, "ip").await?;
+        let mut s = sample(metrics, inadyn.pid(), "ip").await?;
         s.checks -= offset;
         samples.push((format!("after {} checks", thousands(mark)), s));
     }

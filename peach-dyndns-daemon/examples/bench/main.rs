@@ -54,12 +54,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use testkit::{procfs, DaemonConfig, Process, ServerConfig};
 
 use crate::args::{Args, DAEMON_NAME, DOMAIN};
 use crate::binaries::{binary_size, build, keygen};
 use crate::inadyn::{run_inadyn, INADYN_PERIOD_SECS};
-use crate::measure::{sample, smaps_breakdown, Metrics};
-use crate::procs::{free_tcp_port, free_udp_port, tail, wait_for, Proc};
+use crate::measure::{sample, Metrics};
+use crate::procs::{free_tcp_port, free_udp_port, wait_for};
 use crate::report::{mib, print_machine, print_samples, thousands, Summary};
 
 fn main() -> ExitCode {
@@ -74,7 +75,16 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(args)) {
+    // The children run in process groups of their own (`testkit::Process`),
+    // so a terminal's Ctrl-C reaches the bench alone: dropping `run` then
+    // drops their handles, which stop them.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = run(args) => outcome,
+            e = interrupted() => Err(e),
+        }
+    });
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
         Err(e) => {
@@ -145,31 +155,28 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let base = format!("http://127.0.0.1:{http_port}");
     std::fs::write(
         dir.join("server.toml"),
-        format!(
-            "domain = \"{DOMAIN}\"\nlisten = \"127.0.0.1:{http_port}\"\n\
-             secret = \"{pub_secret}\"\ndatabase = \"{db}\"\n\
-             allow_private_addresses = true\n\
-             [dns]\nbackend = \"embedded\"\nlisten = \"127.0.0.1:{dns_port}\"\n\
-             [graph]\nbackend = \"allowlist\"\nallow = [\"{pi_id}\", \"{inadyn_id}\"]\n",
-            pub_secret = dir.join("pub.secret").display(),
-            db = dir.join("registry.sqlite3").display(),
-        ),
+        ServerConfig::new(DOMAIN)
+            .listen(format!("127.0.0.1:{http_port}"))
+            .secret(dir.join("pub.secret"))
+            .database(dir.join("registry.sqlite3"))
+            .allow_private_addresses(true)
+            .dns_embedded(format!("127.0.0.1:{dns_port}"))
+            .graph_allowlist([&pi_id, &inadyn_id])
+            .to_toml(),
     )?;
     std::fs::write(
         dir.join("daemon.toml"),
-        format!(
-            "secret_path = \"{secret}\"\nstate_path = \"{state}\"\n\
-             check_interval_ms = {interval}\n\
-             [registration]\nname = \"{DAEMON_NAME}\"\npub_id = \"{pub_id}\"\n\
-             url = \"{base}/update\"\ndomain = \"{DOMAIN}\"\n\
-             [ip]\nallow_private_addresses = true\n\
-             [dns]\nserver = \"127.0.0.1:{dns_port}\"\n\
-             [rpc]\nlisten = \"127.0.0.1:{rpc_port}\"\n\
-             [sbot]\nenabled = false\n",
-            secret = dir.join("pi.secret").display(),
-            state = dir.join("state.json").display(),
-            interval = args.interval_ms,
-        ),
+        DaemonConfig::new()
+            .secret_path(dir.join("pi.secret"))
+            .state_path(dir.join("state.json"))
+            .top(&format!("check_interval_ms = {}", args.interval_ms))
+            .registration_name(DAEMON_NAME)
+            .static_pub(&pub_id, &format!("{base}/update"), DOMAIN)
+            .allow_private_addresses(true)
+            .dns_server(format!("127.0.0.1:{dns_port}"))
+            .rpc_listen(format!("127.0.0.1:{rpc_port}"))
+            .sbot_enabled(false)
+            .to_toml(),
     )?;
 
     let client = reqwest::Client::builder()
@@ -177,15 +184,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .timeout(Duration::from_secs(5))
         .build()?;
 
-    let mut server = Proc::spawn(
-        "server",
-        Command::new(&server_bin)
-            .arg("--config")
-            .arg(dir.join("server.toml"))
-            .arg("serve")
-            .env("RUST_LOG", "warn"),
-        &dir.join("server.log"),
-    )?;
+    let mut cmd = Command::new(&server_bin);
+    cmd.arg("--config")
+        .arg(dir.join("server.toml"))
+        .arg("serve")
+        .env("RUST_LOG", "warn");
+    let mut server = Process::spawn(cmd, "peach-dyndns-server", &dir.join("server.log"))?;
     wait_for(Duration::from_secs(30), "the server's /health", || async {
         Ok(client
             .get(format!("{base}/health"))
@@ -222,14 +226,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
         println!("cold start: the daemon's binary was dropped from the page cache");
     }
-    let mut daemon = Proc::spawn(
-        "daemon",
-        Command::new(&daemon_bin)
-            .arg("--config")
-            .arg(dir.join("daemon.toml"))
-            .env_remove("RUST_LOG"),
-        &dir.join("daemon.log"),
-    )?;
+    let mut cmd = Command::new(&daemon_bin);
+    cmd.arg("--config")
+        .arg(dir.join("daemon.toml"))
+        .env_remove("RUST_LOG");
+    let mut daemon = Process::spawn(cmd, "peach-dyndns-daemon", &dir.join("daemon.log"))?;
     let rpc_url = format!("http://127.0.0.1:{rpc_port}/rpc");
     let start = Instant::now();
     loop {
@@ -241,12 +242,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         if start.elapsed() > Duration::from_secs(30) {
             bail!(
                 "the daemon is not online after 30 s ({status}); its log:\n{}",
-                tail(&dir.join("daemon.log"))
+                daemon.log_tail()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let d_start = sample(&metrics, daemon.pid, "ip").await?;
+    let d_start = sample(&metrics, daemon.pid(), "ip").await?;
     let marks = [args.checks / 10, args.checks];
     // Generous: the interval plus a loaded machine's round trip, tripled.
     let budget =
@@ -266,11 +267,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
         d_samples.push((
             format!("after {} checks", thousands(mark)),
-            sample(&metrics, daemon.pid, "ip").await?,
+            sample(&metrics, daemon.pid(), "ip").await?,
         ));
     }
     let elapsed = started.elapsed();
-    let smaps = smaps_breakdown(daemon.pid)?;
+    let smaps = procfs::smaps_breakdown(Some(daemon.pid()))?;
     let status = rpc_status(&client, &rpc_url).await?;
     daemon.stop(Duration::from_secs(5))?;
     if status["state"] != "online" || status["failures"] != 0 {
@@ -315,6 +316,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     });
 
     Ok(report::print_targets(&d, i.as_ref(), stripped_size))
+}
+
+/// Resolves on SIGINT; never when the handler cannot be installed.
+async fn interrupted() -> anyhow::Error {
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => anyhow::anyhow!("interrupted; the bench's children were stopped"),
+        Err(_) => std::future::pending().await,
+    }
 }
 
 async fn rpc_status(client: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {

@@ -1,7 +1,7 @@
 //! The report: the samples, the summary the targets are judged on, the
 //! targets of issue 4 beside the peers, and the machine it ran on.
 
-use std::fmt::Write as _;
+use testkit::procfs;
 
 use crate::binaries::inadyn_size;
 use crate::measure::Sample;
@@ -77,34 +77,15 @@ impl Summary {
 }
 
 pub(crate) fn print_machine() {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut line = String::new();
-    write!(
-        line,
-        "machine: {model}, {cores} cores, {:.1} GiB, Linux {}, load {}",
-        mem as f64 / 1024.0 / 1024.0,
-        kernel.trim(),
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-    .expect("invariant: writing to a String cannot fail");
-    println!("{line}");
+    let m = procfs::Machine::read();
+    println!(
+        "machine: {}, {} cores, {:.1} GiB, Linux {}, load {}",
+        m.model,
+        m.cores,
+        m.mem_kib as f64 / 1024.0 / 1024.0,
+        m.kernel,
+        m.load
+    );
 }
 
 pub(crate) fn mib(bytes: u64) -> f64 {
