@@ -78,6 +78,10 @@ pub struct Config {
     /// The public URL of `POST /update`, published in the announcement.
     #[serde(default)]
     pub public_url: Option<String>,
+    /// The unix socket through which `revoke` and `reset-seq` reach the
+    /// running server (systemd's `RuntimeDirectory=` makes its folder).
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
     /// DNS backend.
     #[serde(default)]
     pub dns: DnsConfig,
@@ -181,6 +185,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_secret() -> PathBuf {
     PathBuf::from("/var/lib/ssb-server/.ssb/secret")
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/peach-dyndns-server/control.sock")
 }
 fn default_database() -> PathBuf {
     PathBuf::from("/var/lib/peach-dyndns-server/registry.sqlite3")

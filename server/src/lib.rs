@@ -26,6 +26,8 @@
 //!   `seq` and ownership under the locks, DNS write, registry commit, DNS
 //!   restore on a failed commit.
 //! - [`locks`]: the striped per-key and per-name locks.
+//! - [`control`]: the operator's unix socket, so `revoke` and `reset-seq`
+//!   act in the running server at once.
 //! - [`registry`]: the SQLite name registry.
 //! - [`dns`]: the [`dns::ZoneBackend`] trait and the backends (embedded,
 //!   bind-local, nsupdate, rfc2136).
@@ -38,6 +40,7 @@ pub mod addr;
 pub mod api;
 pub mod config;
 pub mod conn;
+pub mod control;
 pub mod dns;
 pub mod dyndns2;
 pub mod graph;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use peach_dyndns_server::config::{Config, DEFAULT_CONFIG_PATH};
-use peach_dyndns_server::{build_state, operator, run, Listeners};
+use peach_dyndns_server::{build_state, control, operator, run, Listeners};
 
 /// Dynamic DNS for PeachCloud: accepts signed, sealed updates from the SSB
 /// peers this pub follows and keeps its DNS zone in step.
@@ -148,18 +148,55 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                 let entries = state.registry.all()?;
                 print!("{}", operator::names_table(&entries, &state.config.domain));
             }
-            Cmd::Revoke { name } => match operator::revoke(&state, &name).await? {
-                Some(e) => println!(
-                    "revoked {}.{} (owner {})",
-                    e.name, state.config.domain, e.owner
-                ),
-                None => anyhow::bail!("{name:?} is not registered"),
-            },
+            Cmd::Revoke { name } => {
+                let socket = &state.config.control_socket;
+                let asked = control::request(socket, &serde_json::json!({ "revoke": name }))
+                    .await
+                    .with_context(|| format!("control socket {}", socket.display()))?;
+                match asked {
+                    // The running server removed it from its DNS and the registry.
+                    Some(answer) if answer["ok"] == true => println!(
+                        "revoked {name}.{} (owner {}) in the running server",
+                        state.config.domain,
+                        answer["owner"].as_str().unwrap_or("?")
+                    ),
+                    Some(answer) => anyhow::bail!(
+                        "the running server refused: {}",
+                        answer["error"].as_str().unwrap_or("no reason given")
+                    ),
+                    // No server is running: the registry is all there is.
+                    None => match control::revoke(&state, &name)
+                        .await
+                        .map_err(anyhow::Error::msg)?
+                    {
+                        Some(owner) => println!(
+                            "revoked {name}.{} (owner {owner}); no server was running",
+                            state.config.domain
+                        ),
+                        None => anyhow::bail!("{name:?} is not registered"),
+                    },
+                }
+            }
             Cmd::ResetSeq { key } => {
                 let key: peach_dyndns_protocol::identity::PublicKey = key
                     .parse()
                     .with_context(|| format!("{key:?} is not an SSB id (@<base64>.ed25519)"))?;
-                match state.registry.reset_seq(&key.to_string())? {
+                // Through the running server when there is one (it reads
+                // seq from the registry on every request, so both act at once).
+                let socket = &state.config.control_socket;
+                let asked =
+                    control::request(socket, &serde_json::json!({ "reset_seq": key.to_string() }))
+                        .await
+                        .with_context(|| format!("control socket {}", socket.display()))?;
+                let last = match asked {
+                    Some(answer) if answer["ok"] == true => answer["last_seq"].as_u64(),
+                    Some(answer) => anyhow::bail!(
+                        "the running server refused: {}",
+                        answer["error"].as_str().unwrap_or("no reason given")
+                    ),
+                    None => state.registry.reset_seq(&key.to_string())?,
+                };
+                match last {
                     Some(last) => println!("reset {key}: its last seq was {last}"),
                     None => println!("{key} had no seq stored; nothing to reset"),
                 }

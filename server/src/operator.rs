@@ -11,7 +11,6 @@ use peach_dyndns_protocol::rules;
 use peach_dyndns_sbot::{Sbot, SbotConfig};
 
 use crate::config::GraphConfig;
-use crate::dns::ZoneChange;
 use crate::registry::Entry;
 use crate::State;
 
@@ -345,27 +344,6 @@ pub fn names_table(entries: &[Entry], domain: &str) -> String {
     }
     let _ = writeln!(out, "{} name(s)", entries.len());
     out
-}
-
-/// `revoke`: removes a name from DNS, then from the registry.
-pub async fn revoke(state: &State, name: &str) -> Result<Option<Entry>, OperatorError> {
-    let Some(entry) = state
-        .registry
-        .get(name)
-        .map_err(|e| OperatorError::Usage(e.to_string()))?
-    else {
-        return Ok(None);
-    };
-    state
-        .dns
-        .apply(&ZoneChange::Remove { name: name.into() })
-        .await
-        .map_err(|e| OperatorError::Usage(format!("DNS refused the removal: {e}")))?;
-    state
-        .registry
-        .revoke(name)
-        .map_err(|e| OperatorError::Usage(e.to_string()))?;
-    Ok(Some(entry))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::config::{self, Config, GraphConfig};
 use crate::graph::{self, SocialGraph};
 use crate::registry::{self, Registry};
 use crate::state::{ReapplyError, State};
-use crate::{api, conn, dns};
+use crate::{api, conn, control, dns};
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,28 @@ pub async fn run(
         http = ?listeners.http.local_addr().ok(),
         "peach-dyndns-server ready"
     );
+    let control_path = state.config.control_socket.clone();
+    let control_task = match control::bind(&control_path) {
+        Ok(listener) => {
+            let mut rx = stop_rx.clone();
+            let state = state.clone();
+            Some(tokio::spawn(async move {
+                control::serve(state, listener, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                path = %state.config.control_socket.display(),
+                "no control socket: revoke and reset-seq will edit the registry only, and \
+                 with the embedded DNS a revoked name resolves until the next restart"
+            );
+            None
+        }
+    };
     let mut http_rx = stop_rx;
     let limits = state.config.http.limits();
     let server = conn::serve(api::routes(state), listeners.http, limits, async move {
@@ -169,6 +191,10 @@ pub async fn run(
     {
         tracing::warn!("requests still open after {grace:?}; closing them");
         http_task.abort();
+    }
+    if let Some(task) = control_task {
+        task.abort();
+        let _ = std::fs::remove_file(&control_path);
     }
     if let Some(mut task) = dns_task {
         if tokio::time::timeout_at(deadline + grace, &mut task)

@@ -37,6 +37,13 @@ pub fn config(dir: &Path, top: &str, tables: &str) -> Config {
     if !top.contains("allow_private_addresses") {
         text = text.allow_private_addresses(true);
     }
+    // The operator's socket in the test's own dir, never the system's.
+    if !top.contains("control_socket") {
+        text = text.top(&format!(
+            "control_socket = {}",
+            testkit::toml_string(dir.join("control.sock").display())
+        ));
+    }
     let text = text.top(top).table(tables).to_toml();
     Config::from_str(&text, Path::new("test.toml")).expect("test config is valid")
 }

@@ -5,6 +5,7 @@ mod api;
 mod bind;
 mod cli;
 mod common;
+mod control;
 mod dns;
 mod load;
 mod serve;
