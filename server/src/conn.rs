@@ -45,20 +45,22 @@ pub struct Peer(pub SocketAddr);
 /// does not spin (warp's own server waits the same).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-/// Open connections per source.
+/// Open connections per source (also the embedded DNS's TCP shares).
 #[derive(Default)]
-struct Shares {
+pub(crate) struct Shares {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One connection's place in [`Shares`]; given back on drop.
-struct Share {
+pub(crate) struct Share {
     shares: Arc<Shares>,
     source: IpAddr,
 }
 
 impl Shares {
-    fn claim(self: &Arc<Self>, source: IpAddr, max: usize) -> Option<Share> {
+    /// A place for one more connection of `source`, if it holds fewer
+    /// than `max`.
+    pub(crate) fn claim(self: &Arc<Self>, source: IpAddr, max: usize) -> Option<Share> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(source).or_insert(0);
         if *n >= max {

@@ -4,8 +4,17 @@
 //!
 //! Over UDP an answer that does not fit is sent empty with TC set and the
 //! client retries over TCP. TCP connections are closed after
-//! [`TCP_IDLE_TIMEOUT`] without a query, and at most [`MAX_TCP_CONNECTIONS`]
-//! are served at once.
+//! [`TCP_IDLE_TIMEOUT`] without a query, at most [`MAX_TCP_CONNECTIONS`]
+//! are served at once, and one source holds at most
+//! [`MAX_TCP_PER_SOURCE`] of them.
+//!
+//! UDP answers are rate-limited per source prefix (response rate limiting,
+//! as BIND's `rate-limit`): an answer is 2.5–5× its query, so without a
+//! limit anyone could aim the server at a victim whose address they spoof.
+//! Past [`RRL_PER_SECOND`] answers a second to one /24 (IPv6: /56), answers
+//! are dropped, except every [`RRL_SLIP`]th, which is sent empty with TC
+//! set (as small as the query): a real client behind that prefix retries
+//! over TCP and is answered, a spoofed victim gets no amplification.
 
 use std::future::Future;
 use std::io::ErrorKind;
@@ -21,6 +30,8 @@ use tokio::time::timeout;
 
 use super::zone::Zone;
 use super::{BoxFut, DnsError, NameRecords, ZoneBackend, ZoneChange};
+use crate::conn::Shares;
+use crate::ratelimit::RateLimiter;
 
 pub use super::zone::Transport;
 
@@ -38,6 +49,34 @@ const TCP_IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// so a flood of idle connections cannot use up memory or descriptors.
 /// BIND's default `tcp-clients` is 150.
 pub const MAX_TCP_CONNECTIONS: usize = 128;
+/// TCP connections one source (an IPv4 address or an IPv6 /64) may hold.
+pub const MAX_TCP_PER_SOURCE: usize = 8;
+/// UDP answers a second to one source prefix before RRL drops them (BIND's
+/// documentation suggests 5–20 for an authoritative server; resolvers
+/// cache our answers for the TTL).
+pub const RRL_PER_SECOND: u32 = 20;
+/// Of the answers RRL drops, every this-many-th is sent truncated instead
+/// (BIND's `slip 2`).
+pub const RRL_SLIP: u64 = 2;
+
+/// The prefix RRL counts a UDP source against: /24 for IPv4, /56 for IPv6
+/// (BIND's defaults).
+pub fn rrl_prefix(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match crate::addr::canonical_ip(ip) {
+        std::net::IpAddr::V4(v4) => std::net::IpAddr::V4((u32::from(v4) & 0xffff_ff00).into()),
+        std::net::IpAddr::V6(v6) => {
+            std::net::IpAddr::V6((u128::from(v6) & !((1u128 << 72) - 1)).into())
+        }
+    }
+}
+
+/// The answer RRL slips through: the header and question of `answer` with
+/// TC set and no records, so it is no larger than the query.
+fn truncated(answer: &[u8]) -> Option<Vec<u8>> {
+    let msg = hickory_proto::op::Message::from_vec(answer).ok()?;
+    msg.truncate().to_vec().ok()
+}
+
 /// Pause after a failed `accept` (e.g. out of file descriptors) or an
 /// unexpected UDP receive error, so the loop does not spin while the
 /// condition lasts.
@@ -120,6 +159,9 @@ impl EmbeddedDns {
     /// microseconds, so one loop keeps up with any load a pub sees.
     async fn serve_udp(&self, socket: UdpSocket) {
         let mut buf = vec![0u8; UDP_RECV_BUFFER];
+        let limits: RateLimiter<std::net::IpAddr> =
+            RateLimiter::new(RRL_PER_SECOND * 60, RRL_PER_SECOND);
+        let mut dropped: u64 = 0;
         loop {
             let (len, peer) = match socket.recv_from(&mut buf).await {
                 Ok(received) => received,
@@ -139,6 +181,18 @@ impl EmbeddedDns {
                 }
             };
             if let Some(answer) = self.data.answer(&buf[..len], Transport::Udp) {
+                let answer = if limits.take(&rrl_prefix(peer.ip())).is_ok() {
+                    answer
+                } else {
+                    dropped = dropped.wrapping_add(1);
+                    if dropped % RRL_SLIP != 0 {
+                        continue;
+                    }
+                    match truncated(&answer) {
+                        Some(slip) => slip,
+                        None => continue,
+                    }
+                };
                 if let Err(e) = socket.send_to(&answer, peer).await {
                     tracing::debug!(%peer, error = %e, "embedded DNS: UDP send failed");
                 }
@@ -150,20 +204,26 @@ impl EmbeddedDns {
     /// they all end when this future is dropped at shutdown.
     async fn serve_tcp(&self, listener: TcpListener) {
         let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        let shares = Arc::new(Shares::default());
         let mut connections: JoinSet<()> = JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => match Arc::clone(&slots).try_acquire_owned() {
-                        Ok(slot) => {
+                    Ok((stream, peer)) => match (
+                        shares.claim(crate::addr::source_of(peer.ip()), MAX_TCP_PER_SOURCE),
+                        Arc::clone(&slots).try_acquire_owned(),
+                    ) {
+                        (Some(share), Ok(slot)) => {
                             let data = Arc::clone(&self.data);
                             connections.spawn(async move {
                                 serve_connection(&data, stream, peer).await;
                                 drop(slot);
+                                drop(share);
                             });
                         }
-                        // Over the limit: close at once rather than queue.
-                        Err(_) => {
+                        // Over the limit, or the source over its share:
+                        // close at once rather than queue.
+                        _ => {
                             tracing::debug!(%peer, "embedded DNS: too many TCP connections");
                             drop(stream);
                         }
@@ -269,6 +329,89 @@ mod tests {
         (addrs.0, addrs.1, stop)
     }
 
+    /// A TCP connection from `source` (any 127/8 address is loopback).
+    async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{source}:0").parse().expect("addr"))
+            .expect("bind");
+        socket.connect(to).await.expect("connect")
+    }
+
+    #[tokio::test]
+    async fn one_source_holds_at_most_its_share_of_tcp_connections() {
+        let dns = server();
+        let (_, tcp, stop) = start(&dns).await;
+        let mut held = Vec::new();
+        for _ in 0..MAX_TCP_PER_SOURCE {
+            let mut stream = connect_from("127.0.2.1", tcp).await;
+            tcp_ask(&mut stream, "pi.peach.dinosaur.is.").await;
+            held.push(stream);
+        }
+        let mut extra = connect_from("127.0.2.1", tcp).await;
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            extra.read(&mut byte).await.unwrap_or(0),
+            0,
+            "closed at once"
+        );
+        // Another source is served meanwhile.
+        let mut other = connect_from("127.0.2.2", tcp).await;
+        let reply = tcp_ask(&mut other, "peach.dinosaur.is.").await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        let _ = stop.send(());
+    }
+
+    #[tokio::test]
+    async fn a_udp_flood_from_one_prefix_is_rate_limited_with_slip_and_others_are_answered() {
+        let dns = server();
+        let (udp, _, stop) = start(&dns).await;
+        let flood = UdpSocket::bind("127.0.3.1:0").await.expect("udp");
+        let q = query("peach.dinosaur.is.", RecordType::SOA);
+        let sent = 200;
+        for _ in 0..sent {
+            flood.send_to(&q, udp).await.expect("send");
+        }
+        let (mut full, mut slipped) = (0, 0);
+        let mut buf = vec![0u8; 4096];
+        while let Ok(Ok(n)) = timeout(Duration::from_millis(300), flood.recv(&mut buf)).await {
+            let msg = Message::from_vec(&buf[..n]).expect("decode");
+            if msg.metadata.truncation {
+                assert!(n <= q.len() + 12, "a slip is no larger than the query: {n}");
+                slipped += 1;
+            } else {
+                full += 1;
+            }
+        }
+        // The burst is answered, the rest dropped but every second slipped.
+        assert!(full <= RRL_PER_SECOND as usize + 5, "{full} full answers");
+        assert!(full >= RRL_PER_SECOND as usize - 1, "{full} full answers");
+        let dropped = sent - full;
+        assert!(
+            slipped >= dropped / 2 - 5 && slipped <= dropped / 2 + 5,
+            "{slipped} slipped of {dropped} dropped"
+        );
+        // Another prefix is answered in full while the flood's is limited.
+        let other = UdpSocket::bind("127.0.4.1:0").await.expect("udp");
+        other.send_to(&q, udp).await.expect("send");
+        let n = timeout(Duration::from_secs(2), other.recv(&mut buf))
+            .await
+            .expect("an answer")
+            .expect("recv");
+        let msg = Message::from_vec(&buf[..n]).expect("decode");
+        assert!(!msg.metadata.truncation);
+        assert!(!msg.answers.is_empty());
+        assert_eq!(
+            rrl_prefix("24.1.2.3".parse().expect("ip")),
+            "24.1.2.0".parse::<std::net::IpAddr>().expect("ip")
+        );
+        assert_eq!(
+            rrl_prefix("2001:db8:1:2ff::1".parse().expect("ip")),
+            "2001:db8:1:200::".parse::<std::net::IpAddr>().expect("ip")
+        );
+        let _ = stop.send(());
+    }
+
     /// One query over a TCP stream.
     async fn tcp_ask(stream: &mut TcpStream, name: &str) -> Message {
         let q = query(name, RecordType::A);
@@ -302,8 +445,9 @@ mod tests {
         let dns = server();
         let (_, tcp, stop) = start(&dns).await;
         let mut held = Vec::new();
-        for _ in 0..MAX_TCP_CONNECTIONS {
-            let mut stream = TcpStream::connect(tcp).await.expect("connect");
+        for i in 0..MAX_TCP_CONNECTIONS {
+            // One source each, so the per-source share is not what stops them.
+            let mut stream = connect_from(&format!("127.0.1.{}", i + 1), tcp).await;
             // An answer proves the connection holds a slot.
             tcp_ask(&mut stream, "pi.peach.dinosaur.is.").await;
             held.push(stream);
