@@ -130,7 +130,17 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
                 let read =
                     tokio::time::timeout(deadline, read_limited(Box::pin(body), MAX_BODY_BYTES));
                 let result = match read.await {
-                    Ok(Ok(Some(bytes))) => handle_update(&state, &bytes, ip).await,
+                    // In a task of its own: hyper drops this future when the
+                    // client hangs up, and a pipeline cut between the DNS
+                    // write and the commit would leave them apart.
+                    Ok(Ok(Some(bytes))) => {
+                        let st = state.clone();
+                        tokio::spawn(async move { handle_update(&st, &bytes, ip).await })
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(ApiError::internal(format!("the update's task failed: {e}")))
+                            })
+                    }
                     Ok(Ok(None)) => Err(ApiError::new(
                         ErrorCode::TooLarge,
                         format!("the body is over the limit of {MAX_BODY_BYTES} bytes"),
@@ -240,7 +250,13 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
              auth: Option<String>,
              q: HashMap<String, String>| async move {
                 let ip = client_ip(&state, peer, fwd.as_deref());
-                dyndns2::handle(&state, auth.as_deref(), &q, ip).await
+                // A task of its own, as for `/update`.
+                tokio::spawn(async move { dyndns2::handle(&state, auth.as_deref(), &q, ip).await })
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "a dyndns2 task failed");
+                        reply(500, "text/plain; charset=utf-8", "911\n")
+                    })
             },
         );
 

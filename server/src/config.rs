@@ -107,10 +107,6 @@ pub struct HttpConfig {
     /// Seconds a client has to send a request's body (at most 4 KiB).
     #[serde(default = "default_body_timeout")]
     pub body_timeout_secs: u64,
-    /// Seconds between HTTP/2 keep-alive pings (a peer that does not
-    /// answer within `header_timeout_secs` is closed).
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout_secs: u64,
     /// Open connections at most. Keep it well below the service's
     /// file-descriptor limit (1,024 by systemd's default): DNS updates,
     /// sbot and SQLite need descriptors too.
@@ -127,7 +123,6 @@ impl Default for HttpConfig {
         HttpConfig {
             header_timeout_secs: default_header_timeout(),
             body_timeout_secs: default_body_timeout(),
-            idle_timeout_secs: default_idle_timeout(),
             max_connections: default_max_connections(),
             max_connections_per_source: default_max_per_source(),
         }
@@ -139,9 +134,6 @@ fn default_header_timeout() -> u64 {
 }
 fn default_body_timeout() -> u64 {
     10
-}
-fn default_idle_timeout() -> u64 {
-    60
 }
 fn default_max_connections() -> usize {
     512
@@ -157,8 +149,6 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// See [`HttpConfig::body_timeout_secs`].
     pub body_timeout: Duration,
-    /// See [`HttpConfig::idle_timeout_secs`].
-    pub idle_timeout: Duration,
     /// See [`HttpConfig::max_connections`].
     pub max_connections: usize,
     /// See [`HttpConfig::max_connections_per_source`].
@@ -171,7 +161,6 @@ impl HttpConfig {
         HttpLimits {
             header_timeout: Duration::from_secs(self.header_timeout_secs),
             body_timeout: Duration::from_secs(self.body_timeout_secs),
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             max_connections: self.max_connections,
             max_connections_per_source: self.max_connections_per_source,
         }
@@ -432,7 +421,6 @@ impl Config {
         for (key, secs) in [
             ("http.header_timeout_secs", http.header_timeout_secs),
             ("http.body_timeout_secs", http.body_timeout_secs),
-            ("http.idle_timeout_secs", http.idle_timeout_secs),
         ] {
             if secs == 0 || secs > 3600 {
                 return Err(invalid(key, "must be between 1 and 3600 seconds".into()));

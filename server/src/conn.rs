@@ -5,7 +5,7 @@
 //! header, body or idle deadline applies, and nothing caps connections:
 //! one host holding a thousand idle sockets used up the service's file
 //! descriptors and took the API down. This loop serves the same routes
-//! (HTTP/1 and HTTP/2, through hyper-util's auto connection) with:
+//! over HTTP/1.1 only, with:
 //!
 //! - a cap on open connections ([`HttpLimits::max_connections`]), kept below
 //!   the unit's file-descriptor limit so DNS and sbot sockets still open;
@@ -14,9 +14,15 @@
 //!   connections closed at once, so other clients keep being served;
 //! - a header-read deadline, which on HTTP/1 keep-alive is also the idle
 //!   deadline between requests (hyper starts it when it waits for a head);
-//! - HTTP/2 keep-alive pings that close a dead peer;
 //! - the body deadline is the API's, around reading the body
 //!   ([`crate::api`]).
+//!
+//! Why not HTTP/2 (warp's own server sniffs for it): hyper-util's version
+//! sniffing reads up to the 24-byte preface with no deadline, so a client
+//! sending `P` and then nothing held its slot for ever; and an HTTP/2 peer
+//! that answers pings but opens no stream is never idle to hyper. Nobody
+//! talking to this port needs it: routers, ddclient, inadyn and the daemon
+//! speak HTTP/1.1 (plain HTTP never negotiates HTTP/2 by ALPN).
 //!
 //! The peer's address reaches the routes as a [`Peer`] request extension.
 
@@ -95,27 +101,24 @@ struct Held {
 /// Serves `routes` on `listener` until `shutdown` resolves, within
 /// `limits`; then stops accepting and waits for the open connections to
 /// finish the request they are in (the caller bounds that wait).
+/// `exempt` peers (the trusted proxies: every client behind them comes
+/// from their address) are not held to the per-source share.
 pub async fn serve<F>(
     routes: F,
     listener: TcpListener,
     limits: HttpLimits,
+    exempt: Vec<IpAddr>,
     shutdown: impl Future<Output = ()>,
 ) where
     F: warp::Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
     let service = warp::service(routes);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.idle_timeout)
-        .keep_alive_timeout(limits.header_timeout)
-        .max_concurrent_streams(32);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shares = Arc::new(Shares::default());
     let graceful = GracefulShutdown::new();
@@ -145,7 +148,12 @@ pub async fn serve<F>(
             () = &mut shutdown => break,
         };
         let source = source_of(peer.ip());
-        let Some(share) = shares.claim(source, limits.max_connections_per_source) else {
+        let share_max = if exempt.contains(&source) {
+            limits.max_connections
+        } else {
+            limits.max_connections_per_source
+        };
+        let Some(share) = shares.claim(source, share_max) else {
             // Closing at once gives the descriptor back; the source can
             // come back when one of its connections ends.
             tracing::debug!(%source, "connection refused: the source holds its share");
@@ -173,10 +181,10 @@ pub async fn serve<F>(
                     return;
                 }
             }
-            let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(svc),
-            );
+            // `serve_connection`, not `…_with_upgrades`: only the former
+            // honours `http1_only` and skips the version sniffing.
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

@@ -67,8 +67,8 @@ pub async fn serve(state: Arc<State>, listener: UnixListener, shutdown: impl Fut
         };
         let state = state.clone();
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(DEADLINE, answer(&state, stream)).await {
-                tracing::debug!(error = %e, "control socket: client too slow");
+            if let Err(e) = answer(&state, stream).await {
+                tracing::debug!(error = %e, "control socket: request failed");
             }
         });
     }
@@ -78,13 +78,27 @@ async fn answer(state: &State, stream: UnixStream) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take_limited());
-    reader.read_line(&mut line).await?;
+    // The deadline is on the client's reading and writing only: a request
+    // once read runs to its end (a revoke cut between DNS and the
+    // registry would leave them apart).
+    tokio::time::timeout(DEADLINE, reader.read_line(&mut line))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request line in time"))??;
     let reply = match serde_json::from_str::<Value>(&line) {
         Ok(request) => handle(state, &request).await,
         Err(e) => json!({"ok": false, "error": format!("not a JSON request: {e}")}),
     };
-    write.write_all(format!("{reply}\n").as_bytes()).await?;
-    write.shutdown().await
+    tokio::time::timeout(DEADLINE, async {
+        write.write_all(format!("{reply}\n").as_bytes()).await?;
+        write.shutdown().await
+    })
+    .await
+    .map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not read the answer",
+        )
+    })?
 }
 
 /// A reader that ends after [`MAX_LINE`] bytes.
@@ -105,6 +119,9 @@ async fn handle(state: &State, request: &Value) -> Value {
         };
     }
     if let Some(key) = request.get("reset_seq").and_then(Value::as_str) {
+        // Under the key's lock, so an update in flight cannot store its
+        // seq after the reset.
+        let _guards = state.locks.lock(key, key).await;
         return match state.registry.reset_seq(key) {
             Ok(last) => json!({"ok": true, "key": key, "last_seq": last}),
             Err(e) => json!({"ok": false, "error": e.to_string()}),

@@ -173,9 +173,21 @@ pub async fn run(
     };
     let mut http_rx = stop_rx;
     let limits = state.config.http.limits();
-    let server = conn::serve(api::routes(state), listeners.http, limits, async move {
-        let _ = http_rx.wait_for(|stop| *stop).await;
-    });
+    let exempt = state
+        .config
+        .trusted_proxies
+        .iter()
+        .map(|ip| crate::addr::source_of(*ip))
+        .collect();
+    let server = conn::serve(
+        api::routes(state),
+        listeners.http,
+        limits,
+        exempt,
+        async move {
+            let _ = http_rx.wait_for(|stop| *stop).await;
+        },
+    );
     let http_task = tokio::spawn(server);
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");

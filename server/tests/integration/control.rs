@@ -61,17 +61,22 @@ async fn revoke_reaches_the_running_server_and_the_name_stops_resolving() {
     assert_eq!(before, ["24.12.12.12"]);
 
     let config = operator_config(&p);
+    let revoked = Instant::now();
     let (code, out, err) = tokio::task::spawn_blocking(move || run(&config, &["revoke", "eb4890"]))
         .await
         .expect("revoke");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("in the running server"), "{out}");
-    let revoked = Instant::now();
     let after = tokio::task::spawn_blocking(move || testkit::dig(dns, fqdn, "A").short())
         .await
         .expect("dig");
     assert_eq!(after, Vec::<String>::new(), "the name no longer resolves");
-    assert!(revoked.elapsed() < Duration::from_secs(1));
+    // The command (a process start included) and the first query after it.
+    assert!(
+        revoked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        revoked.elapsed()
+    );
     assert_eq!(p.state.registry.get("eb4890").expect("get"), None);
 
     // reset-seq goes the same way.
