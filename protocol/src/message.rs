@@ -218,6 +218,16 @@ pub fn verify_signed(json: &[u8]) -> Result<VerifiedUpdate, ProtocolError> {
         .map_err(|_| ProtocolError::BadSignature {
             public_key: key_text.clone(),
         })?;
+    // An absent field is left out, never `null` (serde would read a null
+    // as absent, so two readers could disagree about the fields of an op).
+    if let Some((field, _)) = msg
+        .as_object()
+        .and_then(|m| m.iter().find(|(_, v)| v.is_null()))
+    {
+        return Err(ProtocolError::malformed(format!(
+            "`msg.{field}` is null: leave an absent field out"
+        )));
+    }
     let msg: UpdateMsg =
         serde_json::from_value(msg).map_err(|e| ProtocolError::malformed(format!("`msg`: {e}")))?;
     msg.check_shape()?;
@@ -352,6 +362,25 @@ mod tests {
         assert_eq!(code(&msg), None);
         msg.token_sha256 = Some("ABC".into());
         assert_eq!(code(&msg), Some(ErrorCode::Malformed));
+    }
+
+    #[test]
+    fn a_null_field_is_malformed_even_when_signed() {
+        let kp = Keypair::generate();
+        for field in ["ip6", "txt", "token_sha256"] {
+            let mut value = sample(&kp).to_value();
+            value[field] = Value::Null;
+            let sig = kp
+                .signing_key()
+                .sign(&signing_bytes(&canonical_bytes(&value).expect("canon")));
+            let signed = SignedUpdate {
+                msg: value,
+                signature: format!("{}.sig.ed25519", B64.encode(sig.to_bytes())),
+            };
+            let err = verify_signed(&signed.to_json()).expect_err("null");
+            assert_eq!(err.code(), ErrorCode::Malformed, "{field}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
     }
 
     #[test]
