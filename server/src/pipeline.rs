@@ -60,6 +60,13 @@ pub struct ApiError {
     pub max_seq: Option<u64>,
     /// Seconds, for `Retry-After` on 429 and 503.
     pub retry_after: Option<u64>,
+    /// Whether the refusal is charged to the sender's address budget:
+    /// every refusal the sender caused, before or after the signature (a
+    /// replay, a key the pub does not follow, a name owned by another
+    /// key…), so refusals cost the sender and not the pub. Not the pub's
+    /// own troubles (DNS, the graph, its database) nor the key's own rate
+    /// limit.
+    pub sender_pays: bool,
 }
 
 impl ApiError {
@@ -69,12 +76,20 @@ impl ApiError {
             ErrorCode::DnsUnavailable | ErrorCode::GraphUnavailable => Some(30),
             _ => None,
         };
+        let sender_pays = !matches!(
+            code,
+            ErrorCode::RateLimited
+                | ErrorCode::DnsUnavailable
+                | ErrorCode::GraphUnavailable
+                | ErrorCode::Internal
+        );
         ApiError {
             code,
             message: message.into(),
             last_seq: None,
             max_seq: None,
             retry_after,
+            sender_pays,
         }
     }
 
@@ -234,6 +249,9 @@ async fn check_graph(state: &State, key: &PublicKey) -> Result<(), ApiError> {
                             "too many new keys are being looked up right now; try again shortly",
                         );
                         e.retry_after = Some(5);
+                        // Unlike a graph that is down, this one the sender
+                        // causes: strangers must not hold the slots for free.
+                        e.sender_pays = true;
                         return Err(e);
                     }
                 }

@@ -8,25 +8,10 @@
 use std::net::IpAddr;
 
 use peach_dyndns_protocol::message::Op;
-use peach_dyndns_protocol::{rules, seal, ErrorCode};
+use peach_dyndns_protocol::{rules, seal};
 
 use crate::pipeline::{self, Action, ApiError, Auth, Request, UpdateOk};
 use crate::State;
-
-/// Whether a refusal is charged to the sender's address: every refusal
-/// the sender caused, before or after the signature (a replay, a key the
-/// pub does not follow, a name owned by another key…), so that refusals
-/// cost the sender and not the pub. Not the pub's own troubles (DNS, the
-/// graph, its database) nor the key's own rate limit.
-fn charged(code: ErrorCode) -> bool {
-    !matches!(
-        code,
-        ErrorCode::RateLimited
-            | ErrorCode::DnsUnavailable
-            | ErrorCode::GraphUnavailable
-            | ErrorCode::Internal
-    )
-}
 
 /// Handles the body of `POST /update` from `peer`.
 pub async fn handle_update(
@@ -42,7 +27,7 @@ pub async fn handle_update(
     }
     let result = checked(state, body).await;
     if let (Err(e), Some(ip)) = (&result, peer) {
-        if charged(e.code) {
+        if e.sender_pays {
             state.charge_failure(ip);
         }
     }

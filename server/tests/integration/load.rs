@@ -268,7 +268,11 @@ async fn lookups_of_new_keys_are_bounded_and_never_hold_up_the_pubs_own_pis() {
         entered: std::sync::atomic::AtomicUsize::new(0),
         release: tokio::sync::Notify::new(),
     });
-    let p = std::sync::Arc::new(pub_with(graph.clone(), "", ""));
+    let p = std::sync::Arc::new(pub_with(
+        graph.clone(),
+        "",
+        "[rate_limit]\nfailures_per_ip_per_minute = 1",
+    ));
     let ip = "24.1.2.3".parse().expect("ip");
     let b = body(&update(&pi, "eb4890", ip, 1), &pi, &p.keypair);
     assert_eq!(post_from(&p, &b, "24.1.1.1:4000").await.0, 200);
@@ -298,6 +302,11 @@ async fn lookups_of_new_keys_are_bounded_and_never_hold_up_the_pubs_own_pis() {
         .await
         .expect("answered at once, not queued behind the stuck lookups");
     assert_eq!(third, (503, "graph_unavailable".to_string()));
+    // Turned away for a reason the sender caused, it paid for it: its
+    // address's budget (1 here) is used up.
+    let k = Keypair::generate();
+    let b = body(&update(&k, "z", ip, 1), &k, &p.keypair);
+    assert_eq!(post_from(&p, &b, "24.3.3.3:4000").await.0, 429);
     assert!(asked.elapsed() < Duration::from_secs(1));
     // The pub's own Pi (it holds a name) is looked up and served.
     let b = body(
