@@ -122,7 +122,7 @@ async fn handle(state: &State, request: &Value) -> Value {
         // Under the key's lock, so an update in flight cannot store its
         // seq after the reset.
         let _guards = state.locks.lock(key, key).await;
-        return match state.registry.reset_seq(key) {
+        return match state.registry.reset_seq(key).await {
             Ok(last) => json!({"ok": true, "key": key, "last_seq": last}),
             Err(e) => json!({"ok": false, "error": e.to_string()}),
         };
@@ -142,7 +142,11 @@ pub async fn revoke(state: &State, name: &str) -> Result<Option<String>, String>
         .apply(&ZoneChange::Remove { name: name.into() })
         .await
         .map_err(|e| format!("DNS refused the removal: {e}"))?;
-    let removed = state.registry.revoke(name).map_err(|e| e.to_string())?;
+    let removed = state
+        .registry
+        .revoke(name)
+        .await
+        .map_err(|e| e.to_string())?;
     tracing::info!(%name, owner = %entry.owner, "name revoked by the operator");
     Ok(removed.map(|e| e.owner))
 }

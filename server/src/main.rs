@@ -194,7 +194,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                         "the running server refused: {}",
                         answer["error"].as_str().unwrap_or("no reason given")
                     ),
-                    None => state.registry.reset_seq(&key.to_string())?,
+                    None => state.registry.reset_seq(&key.to_string()).await?,
                 };
                 match last {
                     Some(last) => println!("reset {key}: its last seq was {last}"),

@@ -441,8 +441,8 @@ async fn set_records(
             })?;
     }
     let committed = match (registry_changed, seq) {
-        (true, seq) => state.registry.commit_entry(&entry, seq),
-        (false, Some(seq)) => state.registry.commit_seq(&entry.owner, seq),
+        (true, seq) => state.registry.commit_entry(&entry, seq).await,
+        (false, Some(seq)) => state.registry.commit_seq(&entry.owner, seq).await,
         (false, None) => Ok(()),
     };
     if let Err(e) = committed {
@@ -478,7 +478,7 @@ async fn release(
         };
         state.dns.apply(&change).await.map_err(dns_refused)?;
     }
-    if let Err(e) = state.registry.commit_release(name, &key, seq) {
+    if let Err(e) = state.registry.commit_release(name, &key, seq).await {
         if changed {
             restore_dns(state, name, existing.as_ref()).await;
         }

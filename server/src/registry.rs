@@ -5,12 +5,16 @@
 //! leaves either the old or the new state, never a mix. The update pipeline
 //! commits here only after DNS accepted the change.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
 
 use crate::dns::NameRecords;
 
@@ -32,6 +36,14 @@ pub enum RegistryError {
         path: PathBuf,
         /// SQLite's error.
         source: rusqlite::Error,
+    },
+    /// The writer thread could not make a write durable.
+    #[error("registry {path}: {message}")]
+    Commit {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
     },
     /// A stored value could not be read back.
     #[error("registry {path}: corrupt row for {name:?}: {what}")]
@@ -79,14 +91,72 @@ impl Entry {
 }
 
 /// The registry.
+///
+/// Reads (point lookups by primary key or index, tens of µs) run on the
+/// caller's thread on their own connection: in WAL mode a reader never
+/// waits for the writer. Writes go to one writer thread that owns the write
+/// connection and commits whatever is queued in one transaction (group
+/// commit): one fsync (`synchronous=FULL`) makes a whole batch durable, and
+/// no async worker ever blocks on it. A commit's [`Commit`] resolves only
+/// after its transaction is on disk.
 pub struct Registry {
-    /// One connection: SQLite serialises writers anyway, and the server's
-    /// writes are short transactions.
-    conn: Mutex<Connection>,
+    /// The connection reads use.
+    reader: Arc<Mutex<Connection>>,
+    /// Jobs for the writer thread (`None` once dropped, to stop it).
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The writer thread, joined on drop so the file is closed.
+    writer: Option<std::thread::JoinHandle<()>>,
     /// For error messages.
     path: PathBuf,
-    /// How many names are registered (this process's commits keep it).
-    names: AtomicU64,
+    /// How many names are registered (the writer keeps it in step).
+    names: Arc<AtomicU64>,
+}
+
+/// Most jobs one transaction takes; the rest wait for the next fsync.
+const MAX_BATCH: usize = 256;
+
+/// What a job hands back after running inside the batch's transaction:
+/// whether it succeeded (else it is rolled back to its savepoint), and what
+/// to do once the transaction committed (or failed).
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A write. `None`: the batch could not start, fail without running.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+
+/// A write handed to the writer thread: `.await` it, or [`Commit::wait`]
+/// outside an async runtime. It resolves after the commit is durable.
+#[must_use = "a commit is only known to be durable once awaited"]
+pub struct Commit<T> {
+    rx: oneshot::Receiver<Result<T, RegistryError>>,
+    path: PathBuf,
+}
+
+impl<T> Commit<T> {
+    fn closed(path: PathBuf) -> RegistryError {
+        RegistryError::Commit {
+            path,
+            message: "the registry's writer thread has stopped".into(),
+        }
+    }
+
+    /// Blocks until the commit is durable (for callers outside an async
+    /// runtime: the CLI, benchmarks). Panics inside a runtime, as
+    /// `blocking_recv` does.
+    pub fn wait(self) -> Result<T, RegistryError> {
+        let path = self.path;
+        self.rx
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(Self::closed(path)))
+    }
+}
+
+impl<T> Future for Commit<T> {
+    type Output = Result<T, RegistryError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(Self::closed(self.path.clone()))))
+    }
 }
 
 const SCHEMA: &str = "
@@ -117,6 +187,30 @@ fn seq_from_sql(v: i64) -> u64 {
     v as u64
 }
 
+/// WAL: readers never block the writer. synchronous=FULL: a commit
+/// returns only after the WAL is on disk, so an answered 200 is not lost
+/// even on a power cut (NORMAL survives only a crash of the process); the
+/// writer's group commit shares one fsync among all queued writes.
+fn prepare(conn: &Connection, path: &Path) -> Result<(), RegistryError> {
+    let open_err = |source| RegistryError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    conn.execute_batch(SCHEMA).map_err(open_err)
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave SQLite half-written
+    // (transactions roll back), so a poisoned lock is still usable.
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Registry {
     /// Opens (creating if needed) the registry at `path`.
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
@@ -124,53 +218,64 @@ impl Registry {
             path: path.to_owned(),
             source,
         };
-        let conn = Connection::open(path).map_err(open_err)?;
-        Registry::init(conn, path)
+        let writer = Connection::open(path).map_err(open_err)?;
+        prepare(&writer, path)?;
+        let reader = Connection::open(path).map_err(open_err)?;
+        prepare(&reader, path)?;
+        Registry::start(
+            Arc::new(Mutex::new(reader)),
+            Arc::new(Mutex::new(writer)),
+            path,
+        )
     }
 
-    /// A registry in memory (tests, benchmarks of the HTTP path).
+    /// A registry in memory (tests, benchmarks of the HTTP path). Reads and
+    /// the writer thread share its one connection.
     pub fn open_in_memory() -> Result<Registry, RegistryError> {
         let path = Path::new(":memory:");
         let conn = Connection::open_in_memory().map_err(|source| RegistryError::Open {
             path: path.to_owned(),
             source,
         })?;
-        Registry::init(conn, path)
+        prepare(&conn, path)?;
+        let shared = Arc::new(Mutex::new(conn));
+        Registry::start(shared.clone(), shared, path)
     }
 
-    fn init(conn: Connection, path: &Path) -> Result<Registry, RegistryError> {
-        let open_err = |source| RegistryError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        // WAL: readers never block the writer. synchronous=FULL: a commit
-        // returns only after the WAL is on disk, so an answered 200 is not
-        // lost even on a power cut (NORMAL survives only a crash of the
-        // process). Group commit would buy the fsyncs back; not measured
-        // yet (issue 14).
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
-        // Counted once here; kept in step by the commits below, so
-        // `/health` and `/metrics` never run COUNT(*).
-        let names: i64 = conn
+    fn start(
+        reader: Arc<Mutex<Connection>>,
+        write_conn: Arc<Mutex<Connection>>,
+        path: &Path,
+    ) -> Result<Registry, RegistryError> {
+        // Counted once here; kept in step by the writer, so `/health` and
+        // `/metrics` never run COUNT(*).
+        let names: i64 = lock(&reader)
             .query_row("SELECT COUNT(*) FROM names", [], |r| r.get(0))
-            .map_err(open_err)?;
+            .map_err(|source| RegistryError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name("registry-writer".into())
+            .spawn(move || write_batches(&write_conn, &rx))
+            .map_err(|e| RegistryError::Commit {
+                path: path.to_owned(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
         Ok(Registry {
-            conn: Mutex::new(conn),
+            reader,
+            jobs: Some(jobs),
+            writer: Some(writer),
             path: path.to_owned(),
-            names: AtomicU64::new(names.max(0) as u64),
+            names: Arc::new(AtomicU64::new(names.max(0) as u64)),
         })
     }
 
+    /// The read connection. Rare operator writes may use it too (SQLite
+    /// serialises them with the writer thread's transactions).
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written
-        // (transactions roll back), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.reader)
     }
 
     fn sql(&self, source: rusqlite::Error) -> RegistryError {
@@ -180,33 +285,66 @@ impl Registry {
         }
     }
 
-    fn row_to_entry(&self, row: &rusqlite::Row<'_>) -> Result<Entry, RegistryError> {
-        let get_err = |e| self.sql(e);
-        let name: String = row.get(0).map_err(get_err)?;
-        let corrupt = |what: String| RegistryError::Corrupt {
+    /// Hands `op` to the writer thread. `op` runs inside the batch's
+    /// transaction and returns its value and how it changed the number of
+    /// names; the value is delivered once the transaction is durable.
+    fn submit<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> rusqlite::Result<(T, i64)> + Send + 'static,
+    ) -> Commit<T> {
+        let (tx, rx) = oneshot::channel();
+        let path = self.path.clone();
+        let names = self.names.clone();
+        let job: Job = Box::new(move |conn| {
+            let failed = |path: PathBuf, message: String| RegistryError::Commit { path, message };
+            let Some(conn) = conn else {
+                let finish: Finish = Box::new(move |r| {
+                    let message = r.err().unwrap_or_else(|| "the batch did not start".into());
+                    let _ = tx.send(Err(failed(path, message)));
+                });
+                return (false, finish);
+            };
+            match op(conn) {
+                Ok((value, delta)) => {
+                    let finish: Finish = Box::new(move |committed| {
+                        let _ = tx.send(match committed {
+                            Ok(()) => {
+                                if delta >= 0 {
+                                    names.fetch_add(delta as u64, Ordering::Relaxed);
+                                } else {
+                                    names.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+                                }
+                                Ok(value)
+                            }
+                            Err(message) => Err(failed(path, message)),
+                        });
+                    });
+                    (true, finish)
+                }
+                Err(source) => {
+                    let finish: Finish = Box::new(move |_| {
+                        let _ = tx.send(Err(RegistryError::Sql { path, source }));
+                    });
+                    (false, finish)
+                }
+            }
+        });
+        match &self.jobs {
+            Some(jobs) => {
+                // A send fails only when the thread is gone; the receiver
+                // then reports it.
+                let _ = jobs.send(job);
+            }
+            None => drop(job),
+        }
+        Commit {
+            rx,
             path: self.path.clone(),
-            name: name.clone(),
-            what,
-        };
-        let ip: Option<String> = row.get(2).map_err(get_err)?;
-        let ip6: Option<String> = row.get(3).map_err(get_err)?;
-        let ttl: i64 = row.get(4).map_err(get_err)?;
-        let created: i64 = row.get(6).map_err(get_err)?;
-        let updated: i64 = row.get(7).map_err(get_err)?;
-        Ok(Entry {
-            owner: row.get(1).map_err(get_err)?,
-            ip: ip
-                .map(|s| s.parse().map_err(|_| corrupt(format!("bad ip {s:?}"))))
-                .transpose()?,
-            ip6: ip6
-                .map(|s| s.parse().map_err(|_| corrupt(format!("bad ip6 {s:?}"))))
-                .transpose()?,
-            ttl: u32::try_from(ttl).map_err(|_| corrupt(format!("bad ttl {ttl}")))?,
-            token_sha256: row.get(5).map_err(get_err)?,
-            created_ms: created as u64,
-            updated_ms: updated as u64,
-            name: name.clone(),
-        })
+        }
+    }
+
+    fn row_to_entry(&self, row: &rusqlite::Row<'_>) -> Result<Entry, RegistryError> {
+        entry_of(row, &self.path)
     }
 
     /// The entry for `name`.
@@ -278,31 +416,51 @@ impl Registry {
         Ok(v.map(seq_from_sql))
     }
 
+    /// Up to `limit` entries with names after `after`, by name: the
+    /// start-up re-apply reads the registry in such pages, so its memory
+    /// does not grow with the number of names.
+    pub fn page(&self, after: Option<&str>, limit: u32) -> Result<Vec<Entry>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, owner, ip, ip6, ttl, token_sha256, created_ms, updated_ms \
+                 FROM names WHERE name > ?1 ORDER BY name LIMIT ?2",
+            )
+            .map_err(|e| self.sql(e))?;
+        let mut rows = stmt
+            .query(params![after.unwrap_or(""), limit])
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::with_capacity(limit as usize);
+        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+            out.push(self.row_to_entry(row)?);
+        }
+        Ok(out)
+    }
+
     /// Stores `entry` (insert or replace, keeping `created_ms` of an existing
     /// row) and the owner's new `seq`, in one transaction.
-    pub fn commit_set(&self, entry: &Entry, seq: u64) -> Result<(), RegistryError> {
+    pub fn commit_set(&self, entry: &Entry, seq: u64) -> Commit<()> {
         self.commit_entry(entry, Some(seq))
     }
 
     /// Stores `entry` and, when given, the owner's new `seq` (dyndns2
     /// carries none), in one transaction.
-    pub fn commit_entry(&self, entry: &Entry, seq: Option<u64>) -> Result<(), RegistryError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.sql(e))?;
-        let new: bool = tx
-            .query_row(
+    pub fn commit_entry(&self, entry: &Entry, seq: Option<u64>) -> Commit<()> {
+        let entry = entry.clone();
+        self.submit(move |conn| {
+            let new: bool = conn.query_row(
                 "SELECT NOT EXISTS (SELECT 1 FROM names WHERE name = ?1)",
                 params![entry.name],
                 |r| r.get(0),
-            )
-            .map_err(|e| self.sql(e))?;
-        tx.execute(
-            "INSERT INTO names (name, owner, ip, ip6, ttl, token_sha256, created_ms, updated_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, ip = excluded.ip, \
-             ip6 = excluded.ip6, ttl = excluded.ttl, token_sha256 = excluded.token_sha256, \
-             updated_ms = excluded.updated_ms",
-            params![
+            )?;
+            conn.prepare_cached(
+                "INSERT INTO names (name, owner, ip, ip6, ttl, token_sha256, created_ms, updated_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, ip = excluded.ip, \
+                 ip6 = excluded.ip6, ttl = excluded.ttl, token_sha256 = excluded.token_sha256, \
+                 updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![
                 entry.name,
                 entry.owner,
                 entry.ip.map(|a| a.to_string()),
@@ -311,65 +469,172 @@ impl Registry {
                 entry.token_sha256,
                 entry.created_ms as i64,
                 entry.updated_ms as i64,
-            ],
-        )
-        .map_err(|e| self.sql(e))?;
-        if let Some(seq) = seq {
-            set_seq(&tx, &entry.owner, seq).map_err(|e| self.sql(e))?;
-        }
-        tx.commit().map_err(|e| self.sql(e))?;
-        if new {
-            self.names.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+            ])?;
+            if let Some(seq) = seq {
+                set_seq(conn, &entry.owner, seq)?;
+            }
+            Ok(((), i64::from(new)))
+        })
     }
 
     /// Deletes `name` and stores the owner's new `seq`, in one transaction.
-    pub fn commit_release(&self, name: &str, owner: &str, seq: u64) -> Result<(), RegistryError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.sql(e))?;
-        let removed = tx
-            .execute(
-                "DELETE FROM names WHERE name = ?1 AND owner = ?2",
-                params![name, owner],
-            )
-            .map_err(|e| self.sql(e))?;
-        set_seq(&tx, owner, seq).map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
-        self.names.fetch_sub(removed as u64, Ordering::Relaxed);
-        Ok(())
+    pub fn commit_release(&self, name: &str, owner: &str, seq: u64) -> Commit<()> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.submit(move |conn| {
+            let removed = conn
+                .prepare_cached("DELETE FROM names WHERE name = ?1 AND owner = ?2")?
+                .execute(params![name, owner])?;
+            set_seq(conn, &owner, seq)?;
+            Ok(((), -(removed as i64)))
+        })
     }
 
     /// Stores only a key's new `seq` (a no-change update).
-    pub fn commit_seq(&self, owner: &str, seq: u64) -> Result<(), RegistryError> {
-        let conn = self.conn();
-        set_seq(&conn, owner, seq).map_err(|e| self.sql(e))?;
-        Ok(())
+    pub fn commit_seq(&self, owner: &str, seq: u64) -> Commit<()> {
+        let owner = owner.to_owned();
+        self.submit(move |conn| {
+            set_seq(conn, &owner, seq)?;
+            Ok(((), 0))
+        })
     }
 
     /// Forgets a key's last `seq` (the operator's `reset-seq`), so its next
-    /// update is accepted with any `seq` within the one-day bound. Returns
-    /// the `seq` that was stored.
-    pub fn reset_seq(&self, key: &str) -> Result<Option<u64>, RegistryError> {
-        let last = self.last_seq(key)?;
-        let conn = self.conn();
-        conn.execute("DELETE FROM keys WHERE key = ?1", params![key])
-            .map_err(|e| self.sql(e))?;
-        Ok(last)
+    /// update is accepted with any `seq` within the one-day bound. Resolves
+    /// to the `seq` that was stored.
+    pub fn reset_seq(&self, key: &str) -> Commit<Option<u64>> {
+        let key = key.to_owned();
+        self.submit(move |conn| {
+            let last: Option<i64> = conn
+                .query_row(
+                    "SELECT last_seq FROM keys WHERE key = ?1",
+                    params![key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            conn.execute("DELETE FROM keys WHERE key = ?1", params![key])?;
+            Ok((last.map(seq_from_sql), 0))
+        })
     }
 
-    /// Removes a name whoever owns it (the operator's `revoke`).
-    pub fn revoke(&self, name: &str) -> Result<Option<Entry>, RegistryError> {
-        let entry = self.get(name)?;
-        if entry.is_some() {
-            let conn = self.conn();
-            let removed = conn
-                .execute("DELETE FROM names WHERE name = ?1", params![name])
-                .map_err(|e| self.sql(e))?;
-            self.names.fetch_sub(removed as u64, Ordering::Relaxed);
-        }
-        Ok(entry)
+    /// Removes a name whoever owns it (the operator's `revoke`); resolves
+    /// to the entry that was removed.
+    pub fn revoke(&self, name: &str) -> Commit<Option<Entry>> {
+        let name = name.to_owned();
+        let path = self.path.clone();
+        self.submit(move |conn| {
+            let entry = {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT name, owner, ip, ip6, ttl, token_sha256, created_ms, updated_ms \
+                     FROM names WHERE name = ?1",
+                )?;
+                let mut rows = stmt.query(params![name])?;
+                match rows.next()? {
+                    Some(row) => Some(
+                        entry_of(row, &path)
+                            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+                    ),
+                    None => None,
+                }
+            };
+            let removed = conn.execute("DELETE FROM names WHERE name = ?1", params![name])?;
+            Ok((entry, -(removed as i64)))
+        })
     }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after the jobs already queued.
+        self.jobs = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: takes whatever is queued (up to [`MAX_BATCH`]),
+/// runs each job under its own savepoint inside one transaction, commits
+/// once, then tells every job how the commit went.
+fn write_batches(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let conn = lock(conn);
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let message = format!("cannot begin a transaction: {e}");
+            for job in jobs {
+                let (_, finish) = job(None);
+                finish(Err(message.clone()));
+            }
+            continue;
+        }
+        let mut finishes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                let (_, finish) = job(None);
+                finish(Err(format!("cannot open a savepoint: {e}")));
+                continue;
+            }
+            let (ok, finish) = job(Some(&conn));
+            let closed = if ok {
+                conn.execute_batch("RELEASE job")
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            };
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "registry: closing a savepoint failed");
+            }
+            finishes.push((ok, finish));
+        }
+        let committed = conn
+            .execute_batch("COMMIT")
+            .map_err(|e| format!("the commit failed: {e}"));
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        drop(conn);
+        for (ran, finish) in finishes {
+            // A job that failed already carries its own error.
+            finish(if ran { committed.clone() } else { Ok(()) });
+        }
+    }
+}
+
+fn entry_of(row: &rusqlite::Row<'_>, path: &Path) -> Result<Entry, RegistryError> {
+    let get_err = |e| RegistryError::Sql {
+        path: path.to_owned(),
+        source: e,
+    };
+    let name: String = row.get(0).map_err(get_err)?;
+    let corrupt = |what: String| RegistryError::Corrupt {
+        path: path.to_owned(),
+        name: name.clone(),
+        what,
+    };
+    let ip: Option<String> = row.get(2).map_err(get_err)?;
+    let ip6: Option<String> = row.get(3).map_err(get_err)?;
+    let ttl: i64 = row.get(4).map_err(get_err)?;
+    let created: i64 = row.get(6).map_err(get_err)?;
+    let updated: i64 = row.get(7).map_err(get_err)?;
+    Ok(Entry {
+        owner: row.get(1).map_err(get_err)?,
+        ip: ip
+            .map(|s| s.parse().map_err(|_| corrupt(format!("bad ip {s:?}"))))
+            .transpose()?,
+        ip6: ip6
+            .map(|s| s.parse().map_err(|_| corrupt(format!("bad ip6 {s:?}"))))
+            .transpose()?,
+        ttl: u32::try_from(ttl).map_err(|_| corrupt(format!("bad ttl {ttl}")))?,
+        token_sha256: row.get(5).map_err(get_err)?,
+        created_ms: created as u64,
+        updated_ms: updated as u64,
+        name: name.clone(),
+    })
 }
 
 fn set_seq(conn: &Connection, key: &str, seq: u64) -> rusqlite::Result<usize> {
@@ -401,7 +666,7 @@ mod tests {
     fn set_get_release() {
         let r = Registry::open_in_memory().expect("open");
         assert_eq!(r.get("a").expect("get"), None);
-        r.commit_set(&entry("a", "@k"), 5).expect("set");
+        r.commit_set(&entry("a", "@k"), 5).wait().expect("set");
         assert_eq!(r.get("a").expect("get"), Some(entry("a", "@k")));
         assert_eq!(r.last_seq("@k").expect("seq"), Some(5));
         assert_eq!(r.names_of("@k").expect("names"), vec!["a".to_string()]);
@@ -409,12 +674,12 @@ mod tests {
         changed.ip6 = Some("2001:db8::1".parse().expect("ip6"));
         changed.created_ms = 99;
         changed.updated_ms = 7;
-        r.commit_set(&changed, 6).expect("set");
+        r.commit_set(&changed, 6).wait().expect("set");
         let got = r.get("a").expect("get").expect("some");
         assert_eq!(got.created_ms, 1, "created is kept");
         assert_eq!(got.updated_ms, 7);
         assert_eq!(got.ip6, changed.ip6);
-        r.commit_release("a", "@k", 7).expect("release");
+        r.commit_release("a", "@k", 7).wait().expect("release");
         assert_eq!(r.get("a").expect("get"), None);
         assert_eq!(r.last_seq("@k").expect("seq"), Some(7));
     }
@@ -423,24 +688,27 @@ mod tests {
     fn the_count_follows_every_commit_without_a_query() {
         let r = Registry::open_in_memory().expect("open");
         assert_eq!(r.len().expect("len"), 0);
-        r.commit_set(&entry("a", "@k"), 1).expect("set");
-        r.commit_set(&entry("a", "@k"), 2).expect("same name again");
-        r.commit_entry(&entry("b", "@j"), None).expect("set");
+        r.commit_set(&entry("a", "@k"), 1).wait().expect("set");
+        r.commit_set(&entry("a", "@k"), 2)
+            .wait()
+            .expect("same name again");
+        r.commit_entry(&entry("b", "@j"), None).wait().expect("set");
         assert_eq!(r.len().expect("len"), 2);
         r.commit_release("a", "@other", 3)
+            .wait()
             .expect("not the owner's: no-op");
         assert_eq!(r.len().expect("len"), 2);
-        r.commit_release("a", "@k", 3).expect("release");
+        r.commit_release("a", "@k", 3).wait().expect("release");
         assert_eq!(r.len().expect("len"), 1);
-        r.revoke("b").expect("revoke");
-        r.revoke("b").expect("again");
+        r.revoke("b").wait().expect("revoke");
+        r.revoke("b").wait().expect("again");
         assert_eq!(r.len().expect("len"), 0);
     }
 
     #[test]
     fn huge_seqs_survive() {
         let r = Registry::open_in_memory().expect("open");
-        r.commit_seq("@k", u64::MAX - 1).expect("seq");
+        r.commit_seq("@k", u64::MAX - 1).wait().expect("seq");
         assert_eq!(r.last_seq("@k").expect("seq"), Some(u64::MAX - 1));
     }
 
@@ -450,12 +718,12 @@ mod tests {
         let path = dir.path().join("r.sqlite3");
         {
             let r = Registry::open(&path).expect("open");
-            r.commit_set(&entry("a", "@k"), 5).expect("set");
+            r.commit_set(&entry("a", "@k"), 5).wait().expect("set");
         }
         let r = Registry::open(&path).expect("reopen");
         assert_eq!(r.len().expect("len"), 1);
         assert_eq!(
-            r.revoke("a").expect("revoke").map(|e| e.owner),
+            r.revoke("a").wait().expect("revoke").map(|e| e.owner),
             Some("@k".into())
         );
         assert!(r.is_empty().expect("empty"));
@@ -470,5 +738,72 @@ mod tests {
             err.to_string().contains("/nonexistent/dir/r.sqlite3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pages_walk_every_name_once() {
+        let r = Registry::open_in_memory().expect("open");
+        for i in 0..25 {
+            r.commit_set(&entry(&format!("n{i:02}"), "@k"), i + 1)
+                .wait()
+                .expect("set");
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = r.page(after.as_deref(), 10).expect("page");
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 10);
+            after = page.last().map(|e| e.name.clone());
+            seen.extend(page.into_iter().map(|e| e.name));
+        }
+        let all: Vec<String> = r.all().expect("all").into_iter().map(|e| e.name).collect();
+        assert_eq!(seen, all);
+        assert_eq!(seen.len(), 25);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_transactions_and_all_land() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("r.sqlite3");
+        let r = Arc::new(Registry::open(&path).expect("open"));
+        let mut tasks = Vec::new();
+        for i in 0..200u64 {
+            let r = r.clone();
+            tasks.push(tokio::spawn(async move {
+                r.commit_set(&entry(&format!("n{i}"), &format!("@k{i}")), i + 1)
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.expect("join").expect("commit");
+        }
+        assert_eq!(r.len().expect("len"), 200);
+        drop(r);
+        // Every answered commit is in the file, read by a fresh process view.
+        let again = Registry::open(&path).expect("reopen");
+        assert_eq!(again.len().expect("len"), 200);
+        assert_eq!(again.last_seq("@k199").expect("seq"), Some(200));
+    }
+
+    #[test]
+    fn a_failing_job_does_not_undo_the_others_in_its_batch() {
+        let r = Registry::open_in_memory().expect("open");
+        // Queue a good write, a failing one and another good one before
+        // waiting, so they can share one transaction.
+        let a = r.commit_set(&entry("a", "@k"), 1);
+        let bad = r.submit(|conn| {
+            conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(((), 0))
+        });
+        let b = r.commit_set(&entry("b", "@j"), 1);
+        a.wait().expect("a");
+        assert!(bad.wait().is_err(), "the bad job reports its error");
+        b.wait().expect("b");
+        assert_eq!(r.len().expect("len"), 2);
+        assert!(r.get("a").expect("get").is_some());
+        assert!(r.get("b").expect("get").is_some());
     }
 }

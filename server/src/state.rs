@@ -100,25 +100,37 @@ impl State {
 
     /// Writes every registered name to DNS again (at start, so a change
     /// that reached the registry but not DNS, or a DNS server that lost its
-    /// zone, is put right).
+    /// zone, is put right). Reads the registry in pages of
+    /// [`REAPPLY_PAGE`] names, so memory stays flat however many there are.
     pub async fn reapply_registry(&self) -> Result<usize, ReapplyError> {
-        let entries = self.registry.all()?;
-        let changes: Vec<ZoneChange> = entries
-            .iter()
-            .map(|entry| ZoneChange::Set(entry.records()))
-            .collect();
-        // One batch: the embedded backend applies it under one lock with one
-        // serial bump; the others send one change after another.
-        self.dns
-            .apply_all(&changes)
-            .await
-            .map_err(|e| ReapplyError::Dns {
-                names: entries.len(),
-                message: e.to_string(),
-            })?;
-        Ok(entries.len())
+        let mut done = 0usize;
+        let mut after: Option<String> = None;
+        loop {
+            let entries = self.registry.page(after.as_deref(), REAPPLY_PAGE)?;
+            let Some(last) = entries.last() else { break };
+            after = Some(last.name.clone());
+            let changes: Vec<ZoneChange> = entries
+                .iter()
+                .map(|entry| ZoneChange::Set(entry.records()))
+                .collect();
+            // One batch per page: the embedded backend applies it under one
+            // lock with one serial bump; the others send one change after
+            // another.
+            self.dns
+                .apply_all(&changes)
+                .await
+                .map_err(|e| ReapplyError::Dns {
+                    names: done + entries.len(),
+                    message: e.to_string(),
+                })?;
+            done += entries.len();
+        }
+        Ok(done)
     }
 }
+
+/// Names the start-up re-apply reads and applies at a time.
+pub const REAPPLY_PAGE: u32 = 1000;
 
 /// Re-applying the registry to DNS failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +139,9 @@ pub enum ReapplyError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     /// The DNS backend refused the records.
-    #[error("re-applying the registry's {names} name(s) to DNS failed: {message}")]
+    #[error("re-applying the registry to DNS failed at or before name {names}: {message}")]
     Dns {
-        /// How many names were to be applied.
+        /// How many names had been applied, counting the page that failed.
         names: usize,
         /// The backend's error.
         message: String,

@@ -256,8 +256,12 @@ pub fn registry(names: u32, calls: u32) -> anyhow::Result<RegistryCost> {
         created_ms: 1,
         updated_ms: 1,
     };
-    for k in 0..names {
-        registry.commit_set(&entry(k, home_ip(k)), 1)?;
+    // Queued all at once: the writer thread commits them in batches.
+    let fills: Vec<_> = (0..names)
+        .map(|k| registry.commit_set(&entry(k, home_ip(k)), 1))
+        .collect();
+    for fill in fills {
+        fill.wait()?;
     }
     let n = names.max(1);
     let time = |f: &dyn Fn(u32) -> anyhow::Result<()>| -> anyhow::Result<f64> {
@@ -276,10 +280,10 @@ pub fn registry(names: u32, calls: u32) -> anyhow::Result<RegistryCost> {
         black_box(registry.get(&bench_name(i % n))?);
         Ok(())
     })?;
-    let commit_seq_us = time(&|i| Ok(registry.commit_seq(&owner(i), 2 + u64::from(i))?))?;
+    let commit_seq_us = time(&|i| Ok(registry.commit_seq(&owner(i), 2 + u64::from(i)).wait()?))?;
     let commit_set_us = time(&|i| {
         let e = entry(i % n, crate::spec::change_ip(0, i / n, i % n));
-        Ok(registry.commit_set(&e, 1_000_000 + u64::from(i))?)
+        Ok(registry.commit_set(&e, 1_000_000 + u64::from(i)).wait()?)
     })?;
     Ok(RegistryCost {
         names,

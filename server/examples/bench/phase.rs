@@ -317,7 +317,7 @@ async fn prefill(state: &State, from: u32, to: u32) -> anyhow::Result<()> {
             updated_ms: now,
         };
         state.dns.apply(&ZoneChange::Set(entry.records())).await?;
-        state.registry.commit_set(&entry, 1)?;
+        state.registry.commit_set(&entry, 1).await?;
     }
     Ok(())
 }

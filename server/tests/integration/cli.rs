@@ -261,6 +261,7 @@ fn reset_seq_forgets_a_keys_seq_and_refuses_a_bad_key() {
     Registry::open(&db)
         .expect("registry")
         .commit_seq(&pi.id(), u64::MAX - 1)
+        .wait()
         .expect("seq");
     let (code, out, err) = run(&["--config", &cfg, "reset-seq", &pi.id()]);
     assert_eq!(code, 0, "{err}");

@@ -109,7 +109,11 @@ async fn revoke_reaches_the_running_server_and_the_name_stops_resolving() {
         created_ms: 1,
         updated_ms: 1,
     };
-    p.state.registry.commit_set(&entry, 5).expect("commit");
+    p.state
+        .registry
+        .commit_set(&entry, 5)
+        .await
+        .expect("commit");
     assert!(
         !p.dir.path().join("control.sock").exists(),
         "removed at stop"

@@ -258,7 +258,7 @@ async fn a_name_that_changes_hands_during_the_graph_lookup_is_not_moved_by_the_o
     });
     graph.entered.notified().await;
     // Meanwhile the operator revokes the name and another key registers it.
-    p.state.registry.revoke("router").expect("revoke");
+    p.state.registry.revoke("router").await.expect("revoke");
     let taken = Entry {
         name: "router".into(),
         owner: new.id(),
@@ -269,7 +269,11 @@ async fn a_name_that_changes_hands_during_the_graph_lookup_is_not_moved_by_the_o
         created_ms: 1,
         updated_ms: 1,
     };
-    p.state.registry.commit_set(&taken, 1).expect("commit");
+    p.state
+        .registry
+        .commit_set(&taken, 1)
+        .await
+        .expect("commit");
     graph.release.notify_one();
     let answer = router.await.expect("request");
     assert_eq!(answer, "badauth");
@@ -356,7 +360,11 @@ async fn dyndns2_answers_911_when_the_graph_is_down_and_changes_nothing() {
         created_ms: 1,
         updated_ms: 1,
     };
-    p.state.registry.commit_set(&entry, 1).expect("commit");
+    p.state
+        .registry
+        .commit_set(&entry, 1)
+        .await
+        .expect("commit");
     let server = start(&p).await;
     let base = format!("http://{}/nic/update", server.http);
     let answer = tokio::task::spawn_blocking(move || {
