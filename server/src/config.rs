@@ -94,6 +94,51 @@ pub struct Config {
     /// Deadlines and caps of HTTP connections.
     #[serde(default)]
     pub http: HttpConfig,
+    /// What happens to the names of keys the pub stops following.
+    #[serde(default)]
+    pub grace: GraceConfig,
+}
+
+/// `[grace]`: a key that holds names and that the pub no longer follows
+/// (or blocks) keeps its names resolving for a grace, then they stop
+/// resolving, and after a second grace they are free for anyone.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GraceConfig {
+    /// Seconds from when the server sees a key unfollowed until its names
+    /// stop resolving (default 7 days).
+    #[serde(default = "default_week")]
+    pub unfollowed_secs: u64,
+    /// The same for a key the pub blocks (default 7 days; 0: at the next
+    /// check).
+    #[serde(default = "default_week")]
+    pub blocked_secs: u64,
+    /// Seconds from when the names stopped resolving until they are freed
+    /// (default 7 days).
+    #[serde(default = "default_week")]
+    pub free_after_secs: u64,
+    /// How often the server asks the graph about every key holding names
+    /// (default 600 s).
+    #[serde(default = "default_grace_check")]
+    pub check_every_secs: u64,
+}
+
+impl Default for GraceConfig {
+    fn default() -> GraceConfig {
+        GraceConfig {
+            unfollowed_secs: default_week(),
+            blocked_secs: default_week(),
+            free_after_secs: default_week(),
+            check_every_secs: default_grace_check(),
+        }
+    }
+}
+
+fn default_week() -> u64 {
+    7 * 86_400
+}
+fn default_grace_check() -> u64 {
+    600
 }
 
 /// `[http]`: deadlines and caps of HTTP connections, in the config's units.
@@ -416,6 +461,25 @@ impl Config {
                     format!("{key_algorithm:?}: use hmac-sha256, hmac-sha384 or hmac-sha512"),
                 ));
             }
+        }
+        let grace = &config.grace;
+        // Ten years: beyond that a grace is a typo, and ms arithmetic on
+        // it stays far from overflowing.
+        const MAX_GRACE: u64 = 10 * 366 * 86_400;
+        for (key, secs) in [
+            ("grace.unfollowed_secs", grace.unfollowed_secs),
+            ("grace.blocked_secs", grace.blocked_secs),
+            ("grace.free_after_secs", grace.free_after_secs),
+        ] {
+            if secs > MAX_GRACE {
+                return Err(invalid(key, format!("{secs} is more than ten years")));
+            }
+        }
+        if grace.check_every_secs == 0 || grace.check_every_secs > 86_400 {
+            return Err(invalid(
+                "grace.check_every_secs",
+                "must be between 1 and 86400 seconds".into(),
+            ));
         }
         let http = &config.http;
         for (key, secs) in [

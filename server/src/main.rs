@@ -146,7 +146,16 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             }
             Cmd::Names => {
                 let entries = state.registry.all()?;
-                print!("{}", operator::names_table(&entries, &state.config.domain));
+                let lapses = state.registry.lapses()?;
+                print!(
+                    "{}",
+                    operator::names_table(
+                        &entries,
+                        &lapses,
+                        &state.config.grace,
+                        &state.config.domain
+                    )
+                );
             }
             Cmd::Revoke { name } => {
                 let socket = &state.config.control_socket;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use peach_dyndns_protocol::rules;
 use peach_dyndns_sbot::{Sbot, SbotConfig};
 
-use crate::config::GraphConfig;
-use crate::registry::Entry;
+use crate::config::{GraceConfig, GraphConfig};
+use crate::registry::{Entry, Lapse};
 use crate::State;
 
 /// Errors of the operator commands.
@@ -329,12 +329,37 @@ pub fn keygen(out: &Path) -> Result<String, OperatorError> {
 }
 
 /// `names`: the registry as a table for a person.
-pub fn names_table(entries: &[Entry], domain: &str) -> String {
-    let mut out = String::from("NAME\tA\tAAAA\tOWNER\tUPDATED (unix ms)\n");
+pub fn names_table(
+    entries: &[Entry],
+    lapses: &[Lapse],
+    grace: &GraceConfig,
+    domain: &str,
+) -> String {
+    let mut out = String::from("NAME\tA\tAAAA\tOWNER\tUPDATED (unix ms)\tSTANDING\n");
     for e in entries {
+        let standing = match lapses.iter().find(|l| l.owner == e.owner) {
+            None => "followed".to_string(),
+            Some(l) => {
+                let what = if l.blocked { "blocked" } else { "unfollowed" };
+                let (stops, frees) = crate::sweep::deadlines(grace, l);
+                let when = |ms: u64| crate::pipeline::humantime_utc(ms / 1000);
+                match l.suspended_ms {
+                    Some(_) => format!(
+                        "{what}; not resolving since {}; freed at {}",
+                        when(stops),
+                        when(frees)
+                    ),
+                    None => format!(
+                        "{what}; stops resolving at {}; freed at {}",
+                        when(stops),
+                        when(frees)
+                    ),
+                }
+            }
+        };
         let _ = writeln!(
             out,
-            "{}.{domain}\t{}\t{}\t{}\t{}",
+            "{}.{domain}\t{}\t{}\t{}\t{}\t{standing}",
             e.name,
             e.ip.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
             e.ip6.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),

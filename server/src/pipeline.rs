@@ -263,11 +263,17 @@ async fn check_graph(state: &State, key: &PublicKey) -> Result<(), ApiError> {
         Ok(Standing::Followed) => Ok(()),
         Ok(Standing::NotFollowed) => Err(ApiError::new(
             ErrorCode::NotFollowed,
-            format!("this pub does not follow {key}; ask the pub for an invite"),
+            format!(
+                "this pub does not follow {key}; ask the pub for an invite{}",
+                lapse_note(state, key, false).await
+            ),
         )),
         Ok(Standing::Blocked) => Err(ApiError::new(
             ErrorCode::Blocked,
-            format!("this pub blocks {key}"),
+            format!(
+                "this pub blocks {key}{}",
+                lapse_note(state, key, true).await
+            ),
         )),
         Err(e) => {
             tracing::warn!(error = %e, "social graph unavailable");
@@ -277,6 +283,42 @@ async fn check_graph(state: &State, key: &PublicKey) -> Result<(), ApiError> {
             ))
         }
     }
+}
+
+/// For a refused key that holds names here: records the lapse (the sweep
+/// would on its next pass) and says when the names stop resolving and when
+/// they are freed. Empty for a key that holds none.
+async fn lapse_note(state: &State, key: &PublicKey, blocked: bool) -> String {
+    let owner = key.to_string();
+    let names = match state.registry.names_of(&owner) {
+        Ok(names) if !names.is_empty() => names,
+        _ => return String::new(),
+    };
+    let lapse = match state.registry.note_lapse(&owner, blocked, now_ms()).await {
+        Ok(lapse) => lapse,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record a lapse");
+            return String::new();
+        }
+    };
+    let (stops, frees) = crate::sweep::deadlines(&state.config.grace, &lapse);
+    let when = |ms: u64| humantime_utc(ms / 1000);
+    let stopped = if lapse.suspended_ms.is_some() {
+        "stopped resolving at"
+    } else {
+        "stop resolving at"
+    };
+    format!(
+        "; its names ({}) {stopped} {} and are freed at {} unless the pub follows it again",
+        names.join(", "),
+        when(stops),
+        when(frees)
+    )
+}
+
+/// `Wed, 09 Dec 2026 01:02:03 GMT` for unix seconds `secs`.
+pub fn humantime_utc(secs: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// Runs a request from the graph check to the commit. See the module doc.

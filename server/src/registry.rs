@@ -175,8 +175,29 @@ CREATE TABLE IF NOT EXISTS keys (
     key      TEXT PRIMARY KEY NOT NULL,
     last_seq INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS lapses (
+    owner        TEXT PRIMARY KEY NOT NULL,
+    since_ms     INTEGER NOT NULL,
+    blocked      INTEGER NOT NULL,
+    suspended_ms INTEGER
+);
+PRAGMA user_version = 2;
 ";
+
+/// A key that holds names here and that the pub no longer follows, or
+/// blocks: its names stop resolving after a grace and are freed after a
+/// second one (see `sweep`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lapse {
+    /// The owner's SSB id.
+    pub owner: String,
+    /// When the server first saw the key unfollowed or blocked (unix ms).
+    pub since_ms: u64,
+    /// Blocked (rather than only no longer followed).
+    pub blocked: bool,
+    /// When its names stopped resolving (unix ms), if they have.
+    pub suspended_ms: Option<u64>,
+}
 
 /// `seq` is a u64; SQLite integers are i64. Stored bit for bit and
 /// compared in Rust, never in SQL.
@@ -542,6 +563,133 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The lapse recorded for `owner`, if any.
+    pub fn lapse(&self, owner: &str) -> Result<Option<Lapse>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT owner, since_ms, blocked, suspended_ms FROM lapses WHERE owner = ?1",
+            )
+            .map_err(|e| self.sql(e))?;
+        stmt.query_row(params![owner], lapse_of)
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Every recorded lapse, by owner.
+    pub fn lapses(&self) -> Result<Vec<Lapse>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT owner, since_ms, blocked, suspended_ms FROM lapses ORDER BY owner",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], lapse_of).map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Up to `limit` distinct owners after `after`, by id (the sweep walks
+    /// them in such pages).
+    pub fn owners_page(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT DISTINCT owner FROM names WHERE owner > ?1 ORDER BY owner LIMIT ?2",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params![after.unwrap_or(""), limit], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Records that `owner` is no longer followed (or is blocked) as of
+    /// `now_ms`, keeping an earlier `since` (a block found later keeps the
+    /// time of the unfollow, but is marked blocked). Resolves to the lapse
+    /// as stored.
+    pub fn note_lapse(&self, owner: &str, blocked: bool, now_ms: u64) -> Commit<Lapse> {
+        let owner = owner.to_owned();
+        self.submit(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO lapses (owner, since_ms, blocked, suspended_ms) \
+                 VALUES (?1, ?2, ?3, NULL) \
+                 ON CONFLICT(owner) DO UPDATE SET blocked = excluded.blocked",
+            )?
+            .execute(params![owner, now_ms as i64, blocked])?;
+            let lapse = conn.query_row(
+                "SELECT owner, since_ms, blocked, suspended_ms FROM lapses WHERE owner = ?1",
+                params![owner],
+                lapse_of,
+            )?;
+            Ok((lapse, 0))
+        })
+    }
+
+    /// Forgets `owner`'s lapse (the pub follows it again).
+    pub fn clear_lapse(&self, owner: &str) -> Commit<()> {
+        let owner = owner.to_owned();
+        self.submit(move |conn| {
+            conn.prepare_cached("DELETE FROM lapses WHERE owner = ?1")?
+                .execute(params![owner])?;
+            Ok(((), 0))
+        })
+    }
+
+    /// Marks `owner`'s lapse suspended at `now_ms` and clears the addresses
+    /// of its names (they keep their owner until freed; the owner's next
+    /// accepted update sets them again). Resolves to those names.
+    pub fn suspend(&self, owner: &str, now_ms: u64) -> Commit<Vec<String>> {
+        let owner = owner.to_owned();
+        self.submit(move |conn| {
+            conn.prepare_cached("UPDATE lapses SET suspended_ms = ?2 WHERE owner = ?1")?
+                .execute(params![owner, now_ms as i64])?;
+            let names = owned(conn, &owner)?;
+            conn.prepare_cached(
+                "UPDATE names SET ip = NULL, ip6 = NULL, updated_ms = ?2 WHERE owner = ?1",
+            )?
+            .execute(params![owner, now_ms as i64])?;
+            Ok((names, 0))
+        })
+    }
+
+    /// Frees every name of `owner` and forgets its lapse. Resolves to the
+    /// names freed.
+    pub fn free(&self, owner: &str) -> Commit<Vec<String>> {
+        let owner = owner.to_owned();
+        self.submit(move |conn| {
+            let names = owned(conn, &owner)?;
+            let removed = conn
+                .prepare_cached("DELETE FROM names WHERE owner = ?1")?
+                .execute(params![owner])?;
+            conn.prepare_cached("DELETE FROM lapses WHERE owner = ?1")?
+                .execute(params![owner])?;
+            Ok((names, -(removed as i64)))
+        })
+    }
+}
+
+fn owned(conn: &Connection, owner: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT name FROM names WHERE owner = ?1 ORDER BY name")?;
+    let rows = stmt.query_map(params![owner], |r| r.get(0))?;
+    rows.collect()
+}
+
+fn lapse_of(row: &rusqlite::Row<'_>) -> rusqlite::Result<Lapse> {
+    let since: i64 = row.get(1)?;
+    let suspended: Option<i64> = row.get(3)?;
+    Ok(Lapse {
+        owner: row.get(0)?,
+        since_ms: since as u64,
+        blocked: row.get(2)?,
+        suspended_ms: suspended.map(|v| v as u64),
+    })
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         // Closing the queue ends the writer after the jobs already queued.
@@ -805,5 +953,42 @@ mod tests {
         assert_eq!(r.len().expect("len"), 2);
         assert!(r.get("a").expect("get").is_some());
         assert!(r.get("b").expect("get").is_some());
+    }
+
+    #[test]
+    fn a_lapse_suspends_then_frees_and_a_follow_clears_it() {
+        let r = Registry::open_in_memory().expect("open");
+        r.commit_set(&entry("a", "@k"), 1).wait().expect("set");
+        r.commit_set(&entry("b", "@j"), 1).wait().expect("set");
+        let lapse = r.note_lapse("@k", false, 100).wait().expect("note");
+        assert_eq!(
+            (lapse.since_ms, lapse.blocked, lapse.suspended_ms),
+            (100, false, None)
+        );
+        // Seen again later, now blocked: the first time is kept.
+        let lapse = r.note_lapse("@k", true, 200).wait().expect("note");
+        assert_eq!((lapse.since_ms, lapse.blocked), (100, true));
+        assert_eq!(
+            r.suspend("@k", 300).wait().expect("suspend"),
+            vec!["a".to_string()]
+        );
+        let a = r.get("a").expect("get").expect("still held");
+        assert_eq!((a.ip, a.ip6, a.owner.as_str()), (None, None, "@k"));
+        assert_eq!(
+            r.lapse("@k").expect("lapse").and_then(|l| l.suspended_ms),
+            Some(300)
+        );
+        assert_eq!(
+            r.owners_page(None, 10).expect("owners"),
+            vec!["@j".to_string(), "@k".to_string()]
+        );
+        assert_eq!(r.free("@k").wait().expect("free"), vec!["a".to_string()]);
+        assert_eq!(r.get("a").expect("get"), None);
+        assert_eq!(r.lapse("@k").expect("lapse"), None);
+        assert_eq!(r.len().expect("len"), 1);
+        r.note_lapse("@j", false, 1).wait().expect("note");
+        r.clear_lapse("@j").wait().expect("clear");
+        assert!(r.lapses().expect("lapses").is_empty());
+        assert!(r.get("b").expect("get").is_some_and(|b| b.ip.is_some()));
     }
 }

@@ -171,6 +171,13 @@ pub async fn run(
             None
         }
     };
+    let sweep_task = {
+        let mut rx = stop_rx.clone();
+        let state = state.clone();
+        tokio::spawn(crate::sweep::run(state, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }))
+    };
     let mut http_rx = stop_rx;
     let limits = state.config.http.limits();
     let exempt = state
@@ -204,6 +211,7 @@ pub async fn run(
         tracing::warn!("requests still open after {grace:?}; closing them");
         http_task.abort();
     }
+    sweep_task.abort();
     if let Some(task) = control_task {
         task.abort();
         let _ = std::fs::remove_file(&control_path);
