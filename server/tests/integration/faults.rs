@@ -389,7 +389,6 @@ async fn sigkill_during_load(
     lookup: impl Fn(&str) -> Option<String>,
     zone: impl Fn() -> Option<BTreeMap<String, String>>,
     what: &str,
-    strict: bool,
 ) {
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(&server, cs, stop.clone(), true).await;
@@ -463,12 +462,10 @@ async fn sigkill_during_load(
         registry.len(),
         orphans.len()
     );
-    if strict {
-        assert!(
-            orphans.is_empty(),
-            "DNS holds names the registry does not: {orphans:?}"
-        );
-    }
+    assert!(
+        orphans.is_empty(),
+        "DNS holds names the registry does not: {orphans:?}"
+    );
     assert!(ok > 20, "a real load ran before the kill: {ok}");
     server.stop();
 }
@@ -496,14 +493,16 @@ async fn server_sigkilled_during_a_load_keeps_every_200_embedded() {
         },
         || None,
         "embedded",
-        true,
     )
     .await;
 }
 
-/// The bind-local crash: `strict` also asks that DNS hold no name the
-/// registry does not.
-async fn bind_local_crash(strict: bool) {
+/// Half of the load registers new names, so the kill nearly always lands
+/// between BIND's write of a new name and its commit: before the registry
+/// noted new names ahead of the DNS write (`Registry::mark_pending`), such
+/// a record stayed in the zone for good (2–3 of ~80 names a run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sigkilled_during_a_load_keeps_every_200_and_nothing_else_bind_local() {
     let named = Named::start();
     let cs = clients(8, "crash");
     let server = RealServer::start(
@@ -526,23 +525,6 @@ async fn bind_local_crash(strict: bool) {
         },
         || Some(bind_zone(&named)),
         "bind-local",
-        strict,
     )
     .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_sigkilled_during_a_load_keeps_every_200_bind_local() {
-    bind_local_crash(false).await;
-}
-
-/// A crash between BIND's write and the commit of a *new* name leaves its
-/// record in the zone, and the start-up re-apply only sets what the
-/// registry holds (issue 10, "Registry": it must also remove the zone's
-/// dynamic names the registry does not hold). This run hits that window
-/// nearly every time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 10 (Registry): the start-up re-apply does not remove records of names the registry does not hold"]
-async fn server_sigkilled_during_a_load_leaves_no_record_the_registry_lacks_bind_local() {
-    bind_local_crash(true).await;
 }
