@@ -154,6 +154,11 @@ pub struct Status {
     pub failures: u32,
     /// Checks made since start.
     pub checks: u64,
+    /// Why the state file could not be written (its directory full or
+    /// read-only, say), naming the file; cleared by the next save that
+    /// works. The file on disk is then the last one written whole.
+    #[serde(default)]
+    pub state_error: Option<String>,
 }
 
 impl Status {
@@ -238,6 +243,9 @@ pub fn render(s: &Status, now: u64) -> String {
             .map(|c| format!(" [{c}]"))
             .unwrap_or_default();
         line("last error:", &format!("{e}{code}"));
+    }
+    if let Some(e) = &s.state_error {
+        line("state file:", &format!("NOT SAVED: {e}"));
     }
     format!("peach-dyndns: {}\n{out}", s.state.as_str())
 }

@@ -309,10 +309,21 @@ impl Updater {
         (self.services.clock)() / 1000
     }
 
+    /// Saves the state; a failure is logged and shown in the status
+    /// (`state_error`) until a save works again.
     fn save(&self) {
-        if let Err(e) = self.store.save(&self.state) {
-            tracing::error!(error = %e, "cannot save state");
-        }
+        let error = match self.store.save(&self.state) {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save state");
+                Some(e.to_string())
+            }
+        };
+        self.status.send_if_modified(|s| {
+            let changed = s.state_error != error;
+            s.state_error = error;
+            changed
+        });
     }
 
     fn set(&self, f: impl FnOnce(&mut Status)) {

@@ -9,6 +9,11 @@
 //!
 //! - a cap on open connections ([`HttpLimits::max_connections`]), kept below
 //!   the unit's file-descriptor limit so DNS and sbot sockets still open;
+//!   at the cap, a new connection closes the oldest one of the source that
+//!   holds the most (when that source holds more than the newcomer's, or
+//!   is the newcomer's own), so a few hosts holding their full shares
+//!   cannot fill the cap and keep everyone else waiting in the backlog
+//!   until a header deadline;
 //! - a bounded share per source (an IPv4 address, or an IPv6 /64, since one
 //!   host holds 2^64 addresses there): a source at its share has its new
 //!   connections closed at once, so other clients keep being served;
@@ -26,7 +31,7 @@
 //!
 //! The peer's address reaches the routes as a [`Peer`] request extension.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -37,7 +42,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::task::AbortHandle;
 
 use crate::addr::source_of;
 use crate::config::HttpLimits;
@@ -50,6 +56,115 @@ pub struct Peer(pub SocketAddr);
 /// descriptors, say), how long to wait before accepting again, so the loop
 /// does not spin (warp's own server waits the same).
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// At the cap, how long the accept loop waits for the slot of the
+/// connection it closed to come free (the aborted task only has to be
+/// dropped, so this bounds a machine in trouble; it is not a wait).
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// The HTTP connections open now, per source and oldest first, each with
+/// the handle that ends its task: what the accept loop closes to make
+/// room for a newcomer when it is at the cap.
+#[derive(Default)]
+struct Open {
+    inner: Mutex<OpenInner>,
+}
+
+#[derive(Default)]
+struct OpenInner {
+    /// The id of the next connection.
+    next_id: u64,
+    /// Per source, its connections, oldest first.
+    by_source: HashMap<IpAddr, VecDeque<(u64, AbortHandle)>>,
+}
+
+/// One connection's place in [`Open`]; removed on drop (the task ended or
+/// was aborted).
+struct OpenEntry {
+    open: Arc<Open>,
+    source: IpAddr,
+    id: u64,
+}
+
+impl Open {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for a new connection of `source`, filled by
+    /// [`OpenInner::add`] once its task is spawned.
+    fn entry(self: &Arc<Self>, source: IpAddr) -> OpenEntry {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id = inner.next_id.wrapping_add(1);
+        OpenEntry {
+            open: self.clone(),
+            source,
+            id,
+        }
+    }
+
+    /// At the cap, for a newcomer from `source`: ends the oldest
+    /// connection of the source holding the most, if that is `source`
+    /// itself or holds more than `source` would with the newcomer.
+    /// Whether one was ended.
+    fn evict_for(&self, source: IpAddr) -> bool {
+        let mut inner = self.lock();
+        let mine = inner.by_source.get(&source).map_or(0, VecDeque::len) + 1;
+        let Some((victim, held)) = inner
+            .by_source
+            .iter()
+            .map(|(ip, list)| (*ip, list.len()))
+            .max_by_key(|(_, n)| *n)
+        else {
+            return false;
+        };
+        if victim != source && held <= mine {
+            return false;
+        }
+        let list = inner
+            .by_source
+            .get_mut(&victim)
+            .expect("invariant: the victim was just found in the map");
+        let oldest = list.pop_front();
+        if list.is_empty() {
+            inner.by_source.remove(&victim);
+        }
+        // Aborted after the lock is let go: the task's entry takes it
+        // when it is dropped.
+        drop(inner);
+        match oldest {
+            Some((_, task)) => {
+                task.abort();
+                tracing::debug!(%victim, held, for_source = %source, "at the cap: closed the oldest connection of the source holding the most");
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl OpenInner {
+    /// Records the task of the connection `id` of `source`.
+    fn add(&mut self, source: IpAddr, id: u64, task: AbortHandle) {
+        self.by_source
+            .entry(source)
+            .or_default()
+            .push_back((id, task));
+    }
+}
+
+impl Drop for OpenEntry {
+    fn drop(&mut self) {
+        let mut inner = self.open.lock();
+        if let Some(list) = inner.by_source.get_mut(&self.source) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                inner.by_source.remove(&self.source);
+            }
+        }
+    }
+}
 
 /// Open connections per source (also the embedded DNS's TCP shares).
 #[derive(Default)]
@@ -96,6 +211,7 @@ impl Drop for Share {
 struct Held {
     _permit: OwnedSemaphorePermit,
     _share: Share,
+    _open: OpenEntry,
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, within
@@ -121,18 +237,15 @@ pub async fn serve<F>(
         .header_read_timeout(limits.header_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shares = Arc::new(Shares::default());
+    let open = Arc::new(Open::default());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        // Wait for a free slot before accepting: past the cap, new
-        // connections wait in the kernel's backlog, costing us nothing.
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
+        // Accept even at the cap, then close the newcomer or an older
+        // connection at once: waiting for a free slot before accepting
+        // left new connections in the kernel's backlog until a held one
+        // reached its header deadline, so a few sources holding their
+        // shares kept everyone else out.
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -160,15 +273,39 @@ pub async fn serve<F>(
             drop(stream);
             continue;
         };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                if !open.evict_for(source) {
+                    tracing::debug!(%source, "connection refused: at the cap, and no source holds more");
+                    drop(stream);
+                    continue;
+                }
+                match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+        };
+        let entry = open.entry(source);
+        let id = entry.id;
         let held = Held {
             _permit: permit,
             _share: share,
+            _open: entry,
         };
         let svc = tower_service_with_peer(service.clone(), Peer(peer));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let first_byte = limits.header_timeout;
-        tokio::spawn(async move {
+        // Locked across the spawn, so the task cannot end (and remove its
+        // entry) before the entry is there.
+        let mut registry = open.lock();
+        let task = tokio::spawn(async move {
             // hyper's header deadline starts only once it reads a head, and
             // the auto connection first sniffs for the HTTP/2 preface with
             // no deadline: a socket that never sends a byte would be held
@@ -190,6 +327,8 @@ pub async fn serve<F>(
             }
             drop(held);
         });
+        registry.add(source, id, task.abort_handle());
+        drop(registry);
     }
     drop(listener);
     graceful.shutdown().await;
@@ -253,5 +392,43 @@ mod tests {
         drop(first);
         assert!(shares.claim(a, 2).is_some(), "given back");
         drop(second);
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_source_holding_the_most_gives_way() {
+        let open = Arc::new(Open::default());
+        let heavy: IpAddr = "24.1.1.1".parse().expect("ip");
+        let light: IpAddr = "24.2.2.2".parse().expect("ip");
+        let new: IpAddr = "24.3.3.3".parse().expect("ip");
+        // A connection: its entry lives in a task that waits for ever.
+        let connect = |source: IpAddr| {
+            let entry = open.entry(source);
+            let id = entry.id;
+            let mut registry = open.lock();
+            let task = tokio::spawn(async move {
+                let _entry = entry;
+                std::future::pending::<()>().await;
+            });
+            registry.add(source, id, task.abort_handle());
+            task
+        };
+        let heavy_tasks: Vec<_> = (0..3).map(|_| connect(heavy)).collect();
+        let light_task = connect(light);
+        // A newcomer ends the heavy source's oldest connection.
+        assert!(open.evict_for(new));
+        let mut heavy_tasks = heavy_tasks.into_iter();
+        let oldest = heavy_tasks.next().expect("3");
+        assert!(oldest.await.expect_err("aborted").is_cancelled());
+        // The light source (1 + 1) may not end the heavy one's at 2, but
+        // may replace its own once it holds the most.
+        assert!(!open.evict_for(light), "2 is not more than 1 + 1");
+        for task in heavy_tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        assert!(open.evict_for(light), "its own oldest");
+        assert!(light_task.await.expect_err("aborted").is_cancelled());
+        assert!(!open.evict_for(new), "nothing is open");
+        assert!(open.lock().by_source.is_empty(), "every entry was removed");
     }
 }

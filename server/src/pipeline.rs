@@ -472,6 +472,15 @@ async fn set_records(
         || existing
             .as_ref()
             .is_some_and(|old| old.token_sha256 != entry.token_sha256);
+    if existing.is_none() {
+        // A crash between the DNS write and the commit must not leave a
+        // record of a name the registry never held (see mark_pending).
+        state
+            .registry
+            .mark_pending(&entry.name)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
     if dns_changed {
         state
             .dns

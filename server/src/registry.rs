@@ -175,6 +175,10 @@ CREATE TABLE IF NOT EXISTS keys (
     key      TEXT PRIMARY KEY NOT NULL,
     last_seq INTEGER NOT NULL
 );
+-- New names about to be written to DNS (see Registry::mark_pending).
+CREATE TABLE IF NOT EXISTS pending (
+    name TEXT PRIMARY KEY NOT NULL
+);
 CREATE TABLE IF NOT EXISTS lapses (
     owner        TEXT PRIMARY KEY NOT NULL,
     since_ms     INTEGER NOT NULL,
@@ -494,7 +498,50 @@ impl Registry {
             if let Some(seq) = seq {
                 set_seq(conn, &entry.owner, seq)?;
             }
+            if new {
+                conn.prepare_cached("DELETE FROM pending WHERE name = ?1")?
+                    .execute(params![entry.name])?;
+            }
             Ok(((), i64::from(new)))
+        })
+    }
+
+    /// Notes, durably, that a name the registry does not hold is about to
+    /// be written to DNS. A crash between that write and the commit would
+    /// otherwise leave a record nobody knows of (BIND keeps it; the
+    /// start-up re-apply only sets what the registry holds); the commit
+    /// ([`commit_entry`](Self::commit_entry)) clears the note, and the
+    /// next start removes the DNS records of the names still noted
+    /// ([`pending_orphans`](Self::pending_orphans)).
+    pub fn mark_pending(&self, name: &str) -> Commit<()> {
+        let name = name.to_owned();
+        self.submit(move |conn| {
+            conn.prepare_cached("INSERT OR IGNORE INTO pending (name) VALUES (?1)")?
+                .execute(params![name])?;
+            Ok(((), 0))
+        })
+    }
+
+    /// Names noted by [`mark_pending`](Self::mark_pending) that were never
+    /// committed: DNS may hold records of them that must go.
+    pub fn pending_orphans(&self) -> Result<Vec<String>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name FROM pending WHERE name NOT IN (SELECT name FROM names) ORDER BY name",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<String>, _>>()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Forgets every note of [`mark_pending`](Self::mark_pending) (once
+    /// the orphans' records are removed from DNS).
+    pub fn clear_pending(&self) -> Commit<()> {
+        self.submit(|conn| {
+            conn.execute("DELETE FROM pending", [])?;
+            Ok(((), 0))
         })
     }
 
@@ -990,5 +1037,25 @@ mod tests {
         r.clear_lapse("@j").wait().expect("clear");
         assert!(r.lapses().expect("lapses").is_empty());
         assert!(r.get("b").expect("get").is_some_and(|b| b.ip.is_some()));
+    }
+
+    #[test]
+    fn a_pending_name_is_an_orphan_until_committed() {
+        let r = Registry::open_in_memory().expect("open");
+        r.mark_pending("a").wait().expect("mark");
+        r.mark_pending("b").wait().expect("mark");
+        r.mark_pending("b").wait().expect("twice is once");
+        assert_eq!(r.pending_orphans().expect("list"), ["a", "b"]);
+        r.commit_entry(&entry("b", "@k.ed25519"), Some(1))
+            .wait()
+            .expect("commit");
+        assert_eq!(
+            r.pending_orphans().expect("list"),
+            ["a"],
+            "the commit clears b"
+        );
+        r.clear_pending().wait().expect("clear");
+        assert!(r.pending_orphans().expect("list").is_empty());
+        assert_eq!(r.len().expect("len"), 1);
     }
 }

@@ -125,6 +125,24 @@ impl State {
                 })?;
             done += entries.len();
         }
+        // New names whose DNS write a crash cut off before the commit:
+        // their records go (a removal of a name DNS lacks changes nothing).
+        let orphans = self.registry.pending_orphans()?;
+        if !orphans.is_empty() {
+            let removals: Vec<ZoneChange> = orphans
+                .iter()
+                .map(|name| ZoneChange::Remove { name: name.clone() })
+                .collect();
+            self.dns
+                .apply_all(&removals)
+                .await
+                .map_err(|e| ReapplyError::Dns {
+                    names: orphans.len(),
+                    message: e.to_string(),
+                })?;
+            tracing::info!(names = ?orphans, "removed DNS records of names a crash left uncommitted");
+        }
+        self.registry.clear_pending().await?;
         Ok(done)
     }
 }

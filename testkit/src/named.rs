@@ -374,6 +374,13 @@ impl Named {
         or_panic(self.try_restart());
     }
 
+    /// Kills named with SIGKILL (a crash: no clean shutdown, journals as
+    /// they were) and leaves it down; [`restart`](Self::restart) brings it
+    /// back on the same port with its zone.
+    pub fn kill(&mut self) {
+        self.daemon.kill();
+    }
+
     /// The port named listens on (UDP and TCP, 127.0.0.1 and `::1`).
     pub fn port(&self) -> u16 {
         self.port

@@ -192,6 +192,20 @@ impl Daemon {
         false
     }
 
+    /// Kills the part at once (SIGKILL to its process group, no chance to
+    /// clean up, as a crash or the OOM killer would) and reaps it. Does
+    /// nothing when it already exited.
+    pub(crate) fn kill(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        // ESRCH only: the group is gone already.
+        let _ = signal::killpg(self.pid_nix(), Signal::SIGKILL);
+        if let Ok(status) = self.child.wait() {
+            self.reaped = Some(status);
+        }
+    }
+
     /// The PID as nix wants it. PIDs fit in `i32` on Linux (pid_max is at
     /// most 2^22), so the fallback is never taken.
     fn pid_nix(&self) -> Pid {
@@ -260,6 +274,12 @@ impl Process {
     /// reload or SIGUSR2 to make inadyn check now. Refused once it exited.
     pub fn signal(&self, sig: Signal) -> Result<()> {
         self.inner.signal(sig)
+    }
+
+    /// Kills it at once (SIGKILL to its group: a crash, a power cut to the
+    /// process) and reaps it; nothing when it had exited already.
+    pub fn kill(&mut self) {
+        self.inner.kill();
     }
 
     /// Stops it: SIGTERM to its group, and SIGKILL when it has not exited

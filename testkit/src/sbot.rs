@@ -195,6 +195,13 @@ impl Sbot {
         or_panic(self.try_restart());
     }
 
+    /// Kills ssb-server with SIGKILL (a crash) and leaves it down;
+    /// [`restart`](Self::restart) brings it back with the same identity,
+    /// port and feed.
+    pub fn kill(&mut self) {
+        self.daemon.kill();
+    }
+
     /// The shs TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port

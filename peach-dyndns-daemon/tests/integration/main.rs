@@ -10,4 +10,5 @@ mod hostile;
 mod panel;
 mod sbot;
 mod server;
+mod statedir;
 mod webdriver;
