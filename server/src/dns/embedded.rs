@@ -224,6 +224,9 @@ impl EmbeddedDns {
                 }
             };
             if let Some(answer) = self.data.answer(&buf[..len], Transport::Udp) {
+                // A secondary's signed SOA query gets a signed answer.
+                let answer =
+                    transfer::sign_answer(&self.secondaries, &buf[..len], peer.ip(), answer);
                 let answer = if limits.take(&rrl_prefix(peer.ip())).is_ok() {
                     answer
                 } else {
@@ -322,7 +325,12 @@ async fn serve_connection(
             // A query we do not answer (a response, a runt): over TCP the
             // client would wait for nothing, so close.
             None => match data.answer(&query, Transport::Tcp) {
-                Some(answer) => vec![answer],
+                Some(answer) => vec![transfer::sign_answer(
+                    secondaries,
+                    &query,
+                    peer.ip(),
+                    answer,
+                )],
                 None => return,
             },
         };

@@ -117,22 +117,7 @@ pub(crate) fn respond(
             Ok(mac) => key.clone().map(|k| (k, mac)),
             Err(tsig_error) => {
                 tracing::warn!(%peer, key = %tsig.name, ?tsig_error, "embedded DNS: transfer request failed TSIG");
-                let mut response = Message::response(request.metadata.id, OpCode::Query);
-                response.add_queries(request.queries.iter().cloned());
-                response.metadata.response_code = ResponseCode::NotAuth;
-                // Unsigned (RFC 8945 §5.3.2): we cannot sign with a key
-                // the request did not prove.
-                let stub = TSIG::new(
-                    tsig.data.algorithm.clone(),
-                    unix_now(),
-                    tsig.data.fudge,
-                    Vec::new(),
-                    request.metadata.id,
-                    Some(tsig_error),
-                    Vec::new(),
-                );
-                response.set_signature(Box::new(make_tsig_record(tsig.name.clone(), stub)));
-                return response.to_vec().ok().map(|bytes| vec![bytes]);
+                return tsig_failure(&request, tsig, tsig_error).map(|bytes| vec![bytes]);
             }
         },
     };
@@ -198,6 +183,79 @@ pub(crate) fn respond(
         messages.push(bytes);
     }
     Some(messages)
+}
+
+/// A query other than a transfer (the SOA a secondary asks before it
+/// transfers) that is signed: its answer `answer` signed with the
+/// secondary's key, or NOTAUTH with the TSIG error when the signature or
+/// key does not verify. `None` for unsigned queries: their answers go
+/// out as they are.
+pub(crate) fn sign_answer(
+    secondaries: &[Secondary],
+    query: &[u8],
+    peer: IpAddr,
+    answer: Vec<u8>,
+) -> Vec<u8> {
+    // 10..12: ARCOUNT; a TSIG is an additional record, so most queries
+    // are passed through without being parsed again.
+    if query.len() < 12 || query[10..12] == [0, 0] {
+        return answer;
+    }
+    let Ok(request) = Message::from_vec(query) else {
+        return answer;
+    };
+    let Some(tsig) = &request.signature else {
+        return answer;
+    };
+    let peer = crate::addr::canonical_ip(peer);
+    let key = secondaries
+        .iter()
+        .find(|s| crate::addr::canonical_ip(s.address.ip()) == peer)
+        .and_then(|s| s.key.as_ref());
+    let Ok(mut response) = Message::from_vec(&answer) else {
+        return answer;
+    };
+    match verify_request(key, query) {
+        Ok(request_mac) => {
+            let Some(key) = key else {
+                return answer;
+            };
+            response.signature = None;
+            let Ok(unsigned) = response.to_vec() else {
+                return answer;
+            };
+            match sign(key, request.metadata.id, &unsigned, None, &request_mac) {
+                Some((_, record)) => {
+                    response.set_signature(record);
+                    response.to_vec().unwrap_or(answer)
+                }
+                None => answer,
+            }
+        }
+        Err(tsig_error) => {
+            tracing::debug!(%peer, key = %tsig.name, ?tsig_error, "embedded DNS: query failed TSIG");
+            tsig_failure(&request, tsig, tsig_error).unwrap_or(answer)
+        }
+    }
+}
+
+/// NOTAUTH with the TSIG error, unsigned (RFC 8945 §5.3.2: we cannot
+/// sign with a key the request did not prove).
+fn tsig_failure(request: &Message, tsig: &Record<TSIG>, tsig_error: TsigError) -> Option<Vec<u8>> {
+    let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+    response.add_queries(request.queries.iter().cloned());
+    response.metadata.response_code = ResponseCode::NotAuth;
+    let stub = TSIG::new(
+        tsig.data.algorithm.clone(),
+        unix_now(),
+        tsig.data.fudge,
+        Vec::new(),
+        request.metadata.id,
+        Some(tsig_error),
+        Vec::new(),
+    );
+    response.set_signature(Box::new(make_tsig_record(tsig.name.clone(), stub)));
+    response.to_vec().ok()
 }
 
 /// Verifies a signed request with `key`; the request's MAC, which the

@@ -8,6 +8,7 @@ mod common;
 mod control;
 mod dns;
 mod load;
+mod secondary;
 mod serve;
 mod ssb;
 mod v2;
