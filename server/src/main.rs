@@ -51,6 +51,9 @@ enum Cmd {
         /// Do not run named-checkzone and named-checkconf.
         #[arg(long)]
         skip_checks: bool,
+        /// Let BIND sign the zone (DNSSEC): `dnssec-policy default;` with inline signing.
+        #[arg(long)]
+        dnssec: bool,
     },
     /// Publish the peach-dyndns announcement on the pub's SSB feed.
     Announce,
@@ -105,6 +108,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         key_file,
         force,
         skip_checks,
+        dnssec,
     }) = args.command
     {
         // init needs no config: it is what an operator runs first.
@@ -117,6 +121,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             key_file,
             force,
             skip_checks,
+            dnssec,
         })?;
         print!("{report}");
         return Ok(());
@@ -217,6 +222,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                     .await
                     .context("social graph unavailable")?;
                 println!("graph ({}): OK", state.graph.kind());
+                let findings = operator::check_dns(&state.config).await;
+                for finding in &findings {
+                    println!("{finding}");
+                }
+                let problems = findings.iter().filter(|f| !f.ok).count();
+                if problems > 0 {
+                    anyhow::bail!("{problems} problem(s) found; see above");
+                }
             }
             Cmd::Init { .. } | Cmd::Keygen { .. } => {}
         }

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod control;
 mod dns;
+mod dnssec;
 mod load;
 mod secondary;
 mod serve;

@@ -131,7 +131,8 @@ impl Primary {
     }
 }
 
-/// The `[dns]` and `[graph]` tables: embedded on `port`, one secondary
+/// The `[dns]` and `[graph]` tables: embedded on `port` with name server
+/// `localhost`, one secondary
 /// at `secondary_port` with the key in `key_file`, `pi` allowed.
 pub fn tables(
     port: u16,
@@ -141,7 +142,12 @@ pub fn tables(
     pi: &Keypair,
 ) -> String {
     format!(
+        // The name server outside the zone, as docs/operator.md asks (a
+        // signing secondary refuses an in-zone NS without an address), and
+        // `localhost` so that `check` resolves it from /etc/hosts, with no
+        // query off this machine.
         "[dns]\nbackend = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n\
+         nameservers = [\"localhost\"]\n\
          [[dns.secondaries]]\naddress = \"127.0.0.1:{secondary_port}\"\n\
          tsig_key = {}\nsigns = {signs}\n\
          [graph]\nbackend = \"allowlist\"\nallow = [\"{}\"]\n",
