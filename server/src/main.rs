@@ -70,7 +70,8 @@ enum Cmd {
         /// The key, @<base64>.ed25519.
         key: String,
     },
-    /// Check the config, the secret, the registry, and reach DNS and ssb-server.
+    /// Check the config, the secret, the registry, and reach DNS and ssb-server;
+    /// then the zone's serial, NS names, secondaries and signatures.
     Check,
     /// Write a new SSB identity (secret file, mode 0600) for a pub without
     /// ssb-server, or for trying things out; prints its id.

@@ -7,7 +7,9 @@
 //! - `<label>.Z` for a registered label: A and/or AAAA (ANY gives both);
 //!   other types, or a missing address family: NODATA.
 //! - any other name under `Z`: NXDOMAIN.
-//! - names outside `Z`, classes other than IN, zone transfers: REFUSED.
+//! - names outside `Z`, classes other than IN: REFUSED; zone transfers
+//!   too, unless `transfer.rs` (which sees them first, over TCP) serves
+//!   them to a configured secondary.
 //! - opcodes other than QUERY: NOTIMP; unparseable queries: FORMERR (when
 //!   the header can be read; otherwise no answer); responses are never
 //!   answered, so two servers cannot ping-pong.

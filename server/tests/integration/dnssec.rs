@@ -111,6 +111,11 @@ fn init_dnssec_signs_every_update_through_bind_local_and_delv_validates() {
     assert!(report.contains("named-checkconf: OK"), "{report}");
     let conf = std::fs::read_to_string(d.join("named.conf.peach-dyndns")).expect("conf");
     assert!(conf.contains("dnssec-policy default;"), "{conf}");
+    // The lines docs/operator.md shows are the ones init writes.
+    assert_eq!(
+        crate::secondary::snippet("init-dnssec"),
+        operator::dnssec_lines(Path::new("/var/lib/bind/db.peach.dinosaur.is"))
+    );
     let named = NamedWith::start(DOMAIN, testkit::free_port(), &conf, &[]);
 
     let pi = Keypair::generate();

@@ -311,3 +311,20 @@ fn a_bind_secondary_follows_the_embedded_primary_across_restarts() {
     assert!(secondary.dig(&format!("bulk7.{DOMAIN}"), "A").is_empty());
     primary.stop();
 }
+
+#[test]
+fn the_documented_server_config_parses() {
+    let text = format!(
+        "domain = \"peach.dinosaur.is\"\n{}",
+        snippet("server.toml secondaries")
+    );
+    let config = peach_dyndns_server::config::Config::from_str(&text, Path::new("operator.md"))
+        .expect("the snippet in docs/operator.md is a valid config");
+    let secondaries = config.secondaries();
+    assert_eq!(secondaries.len(), 1);
+    assert_eq!(
+        secondaries[0].address,
+        "198.51.100.53:53".parse().expect("addr")
+    );
+    assert!(secondaries[0].tsig_key.is_some());
+}
