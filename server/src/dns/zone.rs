@@ -768,6 +768,46 @@ mod tests {
     }
 
     #[test]
+    fn the_serial_never_goes_back_across_restarts_even_ahead_of_the_clock() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("embedded-dns.serial");
+        let start = |path: &std::path::Path| {
+            let mut zone = zone();
+            zone.keep_serial_in(SerialFile::new(path))
+                .expect("serial file");
+            zone
+        };
+        let first = start(&path);
+        // 2,500 changes in a burst: the serial runs far ahead of the clock,
+        // past two marks.
+        for i in 0..2500u32 {
+            apply(
+                &first,
+                set("pi", Some(&format!("192.0.2.{}", i % 200 + 1)), None),
+            );
+        }
+        let last = first.serial();
+        assert!(last >= unix_serial() + 2000, "{last}");
+        drop(first);
+        let second = start(&path);
+        assert!(
+            serial::is_after(second.serial(), last),
+            "{} after {last}",
+            second.serial()
+        );
+        apply(&second, set("pi", Some("192.0.2.250"), None));
+        assert!(serial::is_after(second.serial(), last));
+        // The mark is ahead of what was served, by at most the reserve.
+        let mark: u32 = std::fs::read_to_string(&path)
+            .expect("mark")
+            .trim()
+            .parse()
+            .expect("number");
+        assert!(serial::is_after(mark, second.serial()));
+        assert!(mark - second.serial() <= serial::RESERVE);
+    }
+
+    #[test]
     fn malformed_and_odd_packets() {
         let dns = zone();
         // Too short for a header: silence.
