@@ -182,6 +182,45 @@ fn last_transfer(named: &NamedWith) -> String {
         .unwrap_or_else(|| "no transfer logged".into())
 }
 
+/// The response code of an unsigned AXFR over TCP from `source`.
+fn axfr_rcode(
+    rt: &Runtime,
+    source: &str,
+    to: std::net::SocketAddr,
+) -> hickory_proto::op::ResponseCode {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut msg = Message::query();
+    msg.add_query(Query::query(
+        Name::from_ascii(format!("{DOMAIN}.")).expect("name"),
+        RecordType::AXFR,
+    ));
+    let bytes = msg.to_vec().expect("encode");
+    let mut framed = u16::try_from(bytes.len())
+        .expect("len")
+        .to_be_bytes()
+        .to_vec();
+    framed.extend_from_slice(&bytes);
+    let from: std::net::SocketAddr = format!("{source}:0").parse().expect("addr");
+    rt.block_on(async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(from).expect("bind");
+        let mut stream = socket.connect(to).await.expect("connect");
+        stream.write_all(&framed).await.expect("write");
+        let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
+            .await
+            .expect("an answer")
+            .expect("length");
+        let mut reply = vec![0u8; usize::from(len)];
+        stream.read_exact(&mut reply).await.expect("reply");
+        Message::from_vec(&reply)
+            .expect("decode")
+            .metadata
+            .response_code
+    })
+}
+
 /// The record count of named's last transfer.
 fn transfer_records(named: &NamedWith) -> usize {
     let last = last_transfer(named);
@@ -273,6 +312,16 @@ fn a_bind_secondary_follows_the_embedded_primary_across_restarts() {
     };
     let stranger = refused("127.0.0.2", None);
     assert!(stranger.contains("Transfer failed"), "{stranger}");
+    assert_eq!(
+        axfr_rcode(&primary.rt, "127.0.0.2", primary_addr),
+        hickory_proto::op::ResponseCode::Refused,
+        "an address that is not a secondary is REFUSED"
+    );
+    assert_eq!(
+        axfr_rcode(&primary.rt, "127.0.0.1", primary_addr),
+        hickory_proto::op::ResponseCode::Refused,
+        "the secondary's address without its key is REFUSED"
+    );
     let stranger_with_key = refused("127.0.0.2", Some(&key));
     assert!(
         stranger_with_key.contains("Transfer failed"),
