@@ -47,8 +47,10 @@ const ZONE_TTL: u32 = 60;
 const SOA_REFRESH: i32 = 3600;
 /// See [`SOA_REFRESH`].
 const SOA_RETRY: i32 = 600;
-/// See [`SOA_REFRESH`].
-const SOA_EXPIRE: i32 = 86_400;
+/// How long a secondary keeps serving the zone without reaching this
+/// server: a week, as in the zone `init` writes for BIND, so the names
+/// resolve through a long outage of the pub.
+const SOA_EXPIRE: i32 = 604_800;
 /// The UDP payload limit without EDNS (RFC 1035 §4.2.1).
 const PLAIN_UDP_LIMIT: usize = 512;
 /// The largest UDP answer we send with EDNS, and the size we advertise:
