@@ -62,7 +62,12 @@ impl SerialFile {
     /// Writes `mark` (to a temporary file, synced, then renamed over the
     /// old one, so a crash leaves the old mark or the new, never half).
     pub(crate) fn store(&self, mark: u32) -> Result<(), DnsError> {
-        let tmp = self.path.with_extension("tmp");
+        // Per process: `check` (often as root) starts a zone of its own on
+        // the same file, and must not leave a temporary file the service's
+        // user cannot replace.
+        let tmp = self
+            .path
+            .with_extension(format!("tmp.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             writeln!(file, "{mark}")?;
