@@ -94,6 +94,12 @@ pub struct Config {
     /// Deadlines and caps of HTTP connections.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The zone is signed (DNSSEC) by the BIND the `bind-local`,
+    /// `nsupdate` or `rfc2136` backend writes to (`init --dnssec`):
+    /// `check` then asks it for signatures. With the `embedded` backend the
+    /// signing secondaries are marked `signs = true` instead.
+    #[serde(default)]
+    pub dnssec: bool,
     /// What happens to the names of keys the pub stops following.
     #[serde(default)]
     pub grace: GraceConfig,
@@ -250,6 +256,16 @@ pub enum DnsConfig {
         /// The SOA contact mailbox as a name; default `hostmaster.<domain>`.
         #[serde(default)]
         hostmaster: Option<String>,
+        /// Secondaries (`[[dns.secondaries]]`): they may transfer the zone
+        /// (AXFR/IXFR) and get NOTIFY after every change; every other
+        /// address is refused transfers.
+        #[serde(default)]
+        secondaries: Vec<SecondaryConfig>,
+        /// Where the SOA serial's high-water mark is kept, so the serial
+        /// never goes back across restarts; default `embedded-dns.serial`
+        /// beside `database`.
+        #[serde(default)]
+        serial_file: Option<PathBuf>,
     },
     /// RFC 2136 to the local BIND with its session key (`nsupdate -l`).
     BindLocal {
@@ -292,9 +308,35 @@ impl Default for DnsConfig {
             listen: default_dns_listen(),
             nameservers: Vec::new(),
             hostmaster: None,
+            secondaries: Vec::new(),
+            serial_file: None,
         }
     }
 }
+
+/// One `[[dns.secondaries]]` entry of the embedded backend.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecondaryConfig {
+    /// The secondary's DNS address: NOTIFY goes there, and transfers are
+    /// allowed from its IP (any source port).
+    pub address: SocketAddr,
+    /// A BIND `key` statement file (`tsig-keygen -a hmac-sha256 NAME`): the
+    /// secondary must sign its transfer requests with it, and the answers
+    /// and NOTIFYs are signed with it.
+    #[serde(default)]
+    pub tsig_key: Option<PathBuf>,
+    /// The key's name in `tsig_key`, when the file holds several.
+    #[serde(default)]
+    pub tsig_key_name: Option<String>,
+    /// This secondary signs the zone it receives (BIND `dnssec-policy`
+    /// with `inline-signing yes`): `check` asks it for signatures.
+    #[serde(default)]
+    pub signs: bool,
+}
+
+/// The file name of the embedded DNS's serial mark beside the database.
+pub const SERIAL_FILE_NAME: &str = "embedded-dns.serial";
 
 fn default_dns_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 53))
@@ -517,12 +559,21 @@ impl Config {
                 ));
             }
         }
+        validate_secondaries(&mut config, &invalid)?;
         for label in config.own_labels() {
             if !config.reserved.contains(&label) {
                 config.reserved.push(label);
             }
         }
         Ok(config)
+    }
+
+    /// The embedded backend's secondaries (none for the other backends).
+    pub fn secondaries(&self) -> &[SecondaryConfig] {
+        match &self.dns {
+            DnsConfig::Embedded { secondaries, .. } => secondaries,
+            _ => &[],
+        }
     }
 
     /// The labels of the zone that name the pub's own machinery and so can
@@ -584,9 +635,104 @@ impl Config {
     }
 }
 
+/// Checks `[[dns.secondaries]]` and `dnssec`, and fills in the serial
+/// file's default path beside the database.
+fn validate_secondaries(
+    config: &mut Config,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let database = config.database.clone();
+    let dnssec = config.dnssec;
+    let DnsConfig::Embedded {
+        secondaries,
+        serial_file,
+        ..
+    } = &mut config.dns
+    else {
+        return Ok(());
+    };
+    if dnssec {
+        return Err(invalid(
+            "dnssec",
+            "the embedded DNS does not sign; let a BIND secondary sign what it receives and \
+             mark it `signs = true` under [[dns.secondaries]] (docs/operator.md, DNSSEC)"
+                .into(),
+        ));
+    }
+    for (i, secondary) in secondaries.iter().enumerate() {
+        let address = secondary.address;
+        if address.ip().is_unspecified() || address.port() == 0 {
+            return Err(invalid(
+                "dns.secondaries.address",
+                format!("{address}: give the secondary's own address and port, e.g. 192.0.2.53:53"),
+            ));
+        }
+        if secondaries[..i].iter().any(|s| {
+            crate::addr::canonical_ip(s.address.ip()) == crate::addr::canonical_ip(address.ip())
+        }) {
+            return Err(invalid(
+                "dns.secondaries.address",
+                format!("{} is listed twice; one entry per secondary", address.ip()),
+            ));
+        }
+        if secondary.tsig_key_name.is_some() && secondary.tsig_key.is_none() {
+            return Err(invalid(
+                "dns.secondaries.tsig_key_name",
+                format!("{address}: tsig_key_name without tsig_key (the key file)"),
+            ));
+        }
+    }
+    if serial_file.is_none() {
+        let dir = database.parent().unwrap_or(Path::new(""));
+        *serial_file = Some(dir.join(SERIAL_FILE_NAME));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secondaries_parse_and_bad_ones_are_named() {
+        let c = parse(
+            "domain = \"a.b\"\ndatabase = \"/var/lib/x/registry.sqlite3\"\n\
+             [dns]\nbackend = \"embedded\"\n\
+             [[dns.secondaries]]\naddress = \"192.0.2.53:53\"\n\
+             [[dns.secondaries]]\naddress = \"[2001:db8::53]:5300\"\ntsig_key = \"/etc/x.key\"\nsigns = true",
+        )
+        .expect("valid");
+        assert_eq!(c.secondaries().len(), 2);
+        assert!(c.secondaries()[1].signs);
+        let DnsConfig::Embedded { serial_file, .. } = &c.dns else {
+            panic!("embedded")
+        };
+        assert_eq!(
+            serial_file.as_deref(),
+            Some(Path::new("/var/lib/x/embedded-dns.serial"))
+        );
+        for (bad, key) in [
+            ("address = \"0.0.0.0:53\"", "dns.secondaries.address"),
+            (
+                "address = \"192.0.2.1:53\"\n[[dns.secondaries]]\naddress = \"192.0.2.1:5353\"",
+                "listed twice",
+            ),
+            (
+                "address = \"192.0.2.1:53\"\ntsig_key_name = \"k\"",
+                "tsig_key_name",
+            ),
+            ("address = \"192.0.2.1:53\"\nbogus = 1", "bogus"),
+        ] {
+            let text = format!(
+                "domain = \"a.b\"\n[dns]\nbackend = \"embedded\"\n[[dns.secondaries]]\n{bad}"
+            );
+            let err = parse(&text).expect_err(bad).to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let err = parse("domain = \"a.b\"\ndnssec = true").expect_err("embedded does not sign");
+        assert!(err.to_string().contains("signs = true"), "{err}");
+        assert!(parse("domain = \"a.b\"\ndnssec = true\n[dns]\nbackend = \"bind-local\"").is_ok());
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_str(text, Path::new("/etc/peach-dyndns/server.toml"))

@@ -51,6 +51,9 @@ enum Cmd {
         /// Do not run named-checkzone and named-checkconf.
         #[arg(long)]
         skip_checks: bool,
+        /// Let BIND sign the zone (DNSSEC): `dnssec-policy default;` with inline signing.
+        #[arg(long)]
+        dnssec: bool,
     },
     /// Publish the peach-dyndns announcement on the pub's SSB feed.
     Announce,
@@ -67,7 +70,8 @@ enum Cmd {
         /// The key, @<base64>.ed25519.
         key: String,
     },
-    /// Check the config, the secret, the registry, and reach DNS and ssb-server.
+    /// Check the config, the secret, the registry, and reach DNS and ssb-server;
+    /// then the zone's serial, NS names, secondaries and signatures.
     Check,
     /// Write a new SSB identity (secret file, mode 0600) for a pub without
     /// ssb-server, or for trying things out; prints its id.
@@ -105,6 +109,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
         key_file,
         force,
         skip_checks,
+        dnssec,
     }) = args.command
     {
         // init needs no config: it is what an operator runs first.
@@ -117,6 +122,7 @@ fn real_main(args: Args) -> anyhow::Result<()> {
             key_file,
             force,
             skip_checks,
+            dnssec,
         })?;
         print!("{report}");
         return Ok(());
@@ -226,6 +232,14 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                     .await
                     .context("social graph unavailable")?;
                 println!("graph ({}): OK", state.graph.kind());
+                let findings = operator::check_dns(&state.config).await;
+                for finding in &findings {
+                    println!("{finding}");
+                }
+                let problems = findings.iter().filter(|f| !f.ok).count();
+                if problems > 0 {
+                    anyhow::bail!("{problems} problem(s) found; see above");
+                }
             }
             Cmd::Init { .. } | Cmd::Keygen { .. } => {}
         }

@@ -3,6 +3,7 @@
 //! revoke names, and check a setup (`check`).
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -10,7 +11,10 @@ use std::time::Duration;
 use peach_dyndns_protocol::rules;
 use peach_dyndns_sbot::{Sbot, SbotConfig};
 
-use crate::config::{GraceConfig, GraphConfig};
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use crate::config::{Config, GraceConfig, GraphConfig};
 use crate::registry::{Entry, Lapse};
 use crate::State;
 
@@ -65,6 +69,9 @@ pub struct InitArgs {
     pub force: bool,
     /// Skip running named-checkzone/named-checkconf (not recommended).
     pub skip_checks: bool,
+    /// Let BIND sign the zone and every update (`dnssec-policy default;`
+    /// with inline signing), keys beside the zone file.
+    pub dnssec: bool,
 }
 
 fn fqdn_dot(name: &str) -> String {
@@ -136,6 +143,36 @@ pub fn named_conf_text(domain: &str, zone_file: &Path, key_file: &Path) -> Strin
         key_file.display(),
         zone_file.display()
     )
+}
+
+/// The lines `init --dnssec` adds to the zone statement: BIND's default
+/// policy (one ECDSA P-256 key that rolls itself, signatures refreshed
+/// well before they expire), signing inline so that the zone file and the
+/// updates stay unsigned and BIND keeps the signed copy beside them, and
+/// the keys in the zone file's folder (which BIND can write).
+pub fn dnssec_lines(zone_file: &Path) -> String {
+    let dir = zone_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    format!(
+        "    dnssec-policy default;\n    inline-signing yes;\n    key-directory \"{}\";\n",
+        dir.display()
+    )
+}
+
+/// `conf` (from [`named_conf_text`]) with [`dnssec_lines`] at the end of
+/// its zone statement.
+pub fn with_dnssec(conf: &str, zone_file: &Path) -> String {
+    match conf.rfind("};") {
+        Some(end) => format!(
+            "{}{}{}",
+            &conf[..end],
+            dnssec_lines(zone_file),
+            &conf[end..]
+        ),
+        None => conf.to_string(),
+    }
 }
 
 /// Makes `path` readable by group `bind` (so the server's user, a member,
@@ -256,11 +293,11 @@ pub fn init(args: &InitArgs) -> Result<String, OperatorError> {
         write_private(&args.key_file, &key_file_text(KEY_NAME))?;
         give_to_bind_group(&args.key_file)?;
     }
-    write_new(
-        &args.conf_file,
-        &named_conf_text(&domain, &zone_file, &args.key_file),
-        args.force,
-    )?;
+    let mut conf = named_conf_text(&domain, &zone_file, &args.key_file);
+    if args.dnssec {
+        conf = with_dnssec(&conf, &zone_file);
+    }
+    write_new(&args.conf_file, &conf, args.force)?;
     let mut report = format!(
         "wrote {}\nwrote {}\nkey   {}\n",
         zone_file.display(),
@@ -284,6 +321,14 @@ pub fn init(args: &InitArgs) -> Result<String, OperatorError> {
         args.key_file.display(),
         args.nameservers.join(", ")
     );
+    if args.dnssec {
+        report += &format!(
+            "\nDNSSEC: named signs {domain} (dnssec-policy default) and makes its key at the\n\
+             reload. Add `dnssec = true` to server.toml (so `check` looks for signatures),\n\
+             then hand the parent zone the DS record:\n\n\
+             dig @127.0.0.1 {domain} DNSKEY | dnssec-dsfromkey -f - {domain}\n"
+        );
+    }
     Ok(report)
 }
 
@@ -371,6 +416,352 @@ pub fn names_table(
     out
 }
 
+/// One result of `check`'s DNS checks: what was found and, for a problem,
+/// what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// `false` for a problem.
+    pub ok: bool,
+    /// What was checked and found.
+    pub what: String,
+    /// What to do (problems only).
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn ok(what: String) -> Finding {
+        Finding {
+            ok: true,
+            what,
+            fix: None,
+        }
+    }
+    fn problem(what: String, fix: String) -> Finding {
+        Finding {
+            ok: false,
+            what,
+            fix: Some(fix),
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.fix {
+            None => write!(f, "ok: {}", self.what),
+            Some(fix) => write!(f, "PROBLEM: {}\n  fix: {fix}", self.what),
+        }
+    }
+}
+
+/// Signatures that expire sooner than this are reported: BIND's default
+/// policy refreshes them 5 days before they expire, so 3 days left means
+/// it stopped re-signing.
+pub const SIGNATURE_WARNING: Duration = Duration::from_secs(3 * 86_400);
+/// How long `check` waits for one DNS answer (it asks twice).
+const CHECK_DNS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The DNS checks of `check`, where they can be made: the serial at the
+/// zone's primary (the embedded DNS or BIND), that the zone's NS names
+/// resolve, that each configured secondary has that serial, and, where
+/// the zone is signed, that signatures are there and not near expiry.
+pub async fn check_dns(config: &Config) -> Vec<Finding> {
+    use crate::config::DnsConfig;
+    let zone = rules::normalize_domain(&config.domain);
+    let primary = match &config.dns {
+        DnsConfig::Embedded { listen, .. } => loopback_if_unspecified(*listen),
+        DnsConfig::BindLocal { server, .. } | DnsConfig::Rfc2136 { server, .. } => *server,
+        DnsConfig::Nsupdate { port, .. } => SocketAddr::from(([127, 0, 0, 1], *port)),
+    };
+    let mut findings = Vec::new();
+    let serial = match ask(primary, &zone, RecordType::SOA, false).await {
+        Ok(reply) => match soa_serial(&reply) {
+            Some(serial) => {
+                findings.push(Finding::ok(format!("{zone} at {primary}: serial {serial}")));
+                Some(serial)
+            }
+            None => {
+                findings.push(Finding::problem(
+                    format!(
+                        "{primary} gave no SOA for {zone} ({})",
+                        reply.metadata.response_code
+                    ),
+                    "is the zone loaded there? For BIND, `journalctl -u named`; for the \
+                     embedded DNS, is the server running (systemctl status peach-dyndns-server)?"
+                        .into(),
+                ));
+                None
+            }
+        },
+        // Before the first start (the guide runs check first), the
+        // embedded DNS is not there to ask: not a problem of the setup.
+        Err(e) if matches!(config.dns, DnsConfig::Embedded { .. }) => {
+            findings.push(Finding::ok(format!(
+                "DNS checks skipped: the embedded DNS does not answer at {primary} ({e}); \
+                 they need the running server: start it, then run check again"
+            )));
+            return findings;
+        }
+        Err(e) => {
+            findings.push(Finding::problem(
+                format!("cannot ask {primary} for the SOA of {zone}: {e}"),
+                "start the DNS server (the embedded one runs inside peach-dyndns-server) \
+                 and check the address in [dns]"
+                    .into(),
+            ));
+            None
+        }
+    };
+    if serial.is_some() {
+        findings.extend(check_nameservers(primary, &zone).await);
+    }
+    for secondary in config.secondaries() {
+        let at = secondary.address;
+        let found = match ask(at, &zone, RecordType::SOA, false).await {
+            Ok(reply) => match (soa_serial(&reply), serial) {
+                (Some(theirs), Some(ours)) if theirs == ours => {
+                    Finding::ok(format!("secondary {at}: serial {theirs}, current"))
+                }
+                // A signing secondary's signed copy counts its own
+                // re-signing too, so its serial runs at or ahead of ours.
+                (Some(theirs), Some(ours))
+                    if secondary.signs && serial_after(theirs, ours) =>
+                {
+                    Finding::ok(format!(
+                        "secondary {at}: serial {theirs}, at or after the primary's {ours} \
+                         (its signed copy counts re-signing too), current"
+                    ))
+                }
+                (Some(theirs), Some(ours)) => Finding::problem(
+                    format!("secondary {at} has serial {theirs}, the primary {ours}: it lags behind"),
+                    format!(
+                        "look at its log for failed transfers or refused NOTIFYs; it must list this \
+                         server as its primary (with the key of tsig_key), and reach TCP port {} here",
+                        primary.port()
+                    ),
+                ),
+                (Some(theirs), None) => Finding::ok(format!(
+                    "secondary {at}: serial {theirs} (the primary's is unknown)"
+                )),
+                (None, _) => Finding::problem(
+                    format!(
+                        "secondary {at} does not serve {zone} ({})",
+                        reply.metadata.response_code
+                    ),
+                    "configure the zone there as a secondary of this server (docs/operator.md, \
+                     Secondaries)"
+                        .into(),
+                ),
+            },
+            Err(e) => Finding::problem(
+                format!("cannot ask secondary {at} for the SOA: {e}"),
+                "is it running, and does it answer on that address (firewall)?".into(),
+            ),
+        };
+        findings.push(found);
+    }
+    let mut signers: Vec<SocketAddr> = config
+        .secondaries()
+        .iter()
+        .filter(|s| s.signs)
+        .map(|s| s.address)
+        .collect();
+    if config.dnssec {
+        signers.push(primary);
+    }
+    for at in signers {
+        findings.push(check_signatures(at, &zone).await);
+    }
+    findings
+}
+
+/// Every NS of the zone (as `primary` answers) has an address: in-zone
+/// names asked of `primary`, others through the system's resolver.
+async fn check_nameservers(primary: SocketAddr, zone: &str) -> Vec<Finding> {
+    let reply = match ask(primary, zone, RecordType::NS, false).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            return vec![Finding::problem(
+                format!("cannot ask {primary} for the NS of {zone}: {e}"),
+                "see the SOA check above".into(),
+            )]
+        }
+    };
+    let zone_name = match Name::from_ascii(format!("{zone}.")) {
+        Ok(name) => name,
+        Err(_) => return Vec::new(),
+    };
+    let mut findings = Vec::new();
+    for ns in reply.answers.iter().filter_map(|r| match &r.data {
+        RData::NS(ns) => Some(ns.0.clone()),
+        _ => None,
+    }) {
+        let text = ns.to_ascii();
+        let host = text.trim_end_matches('.').to_string();
+        let found = if zone_name.zone_of(&ns) {
+            let mut addresses = Vec::new();
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                if let Ok(reply) = ask(primary, &host, rtype, false).await {
+                    addresses.extend(reply.answers.iter().map(|r| r.data.to_string()));
+                }
+            }
+            if addresses.is_empty() {
+                Finding::problem(
+                    format!("name server {host} lies inside {zone}, which has no address for it"),
+                    format!(
+                        "give the zone a name server outside it (`nameservers` in [dns], e.g. the \
+                         pub's host name), or add {host}'s address to the zone and as glue at the \
+                         parent"
+                    ),
+                )
+            } else {
+                Finding::ok(format!("name server {host}: {}", addresses.join(", ")))
+            }
+        } else {
+            match tokio::time::timeout(
+                CHECK_DNS_TIMEOUT * 2,
+                tokio::net::lookup_host((host.as_str(), 53)),
+            )
+            .await
+            {
+                Ok(Ok(addrs)) => {
+                    let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+                    Finding::ok(format!("name server {host}: {}", addrs.join(", ")))
+                }
+                Ok(Err(e)) => Finding::problem(
+                    format!("name server {host} does not resolve: {e}"),
+                    format!("give {host} an A (and AAAA) record in its zone, or fix `nameservers`"),
+                ),
+                Err(_) => Finding::problem(
+                    format!("name server {host}: no answer from the system's resolver"),
+                    "check /etc/resolv.conf, then the name's records".into(),
+                ),
+            }
+        };
+        findings.push(found);
+    }
+    findings
+}
+
+/// Whether `at` serves signatures for the zone's SOA that are not near
+/// expiry.
+async fn check_signatures(at: SocketAddr, zone: &str) -> Finding {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    let reply = match ask(at, zone, RecordType::SOA, true).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            return Finding::problem(
+                format!("cannot ask {at} for signatures: {e}"),
+                "is it running?".into(),
+            )
+        }
+    };
+    let expirations: Vec<u32> = reply
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::RRSIG(sig)) => Some(sig.input().sig_expiration.get()),
+            _ => None,
+        })
+        .collect();
+    let Some(first) = expirations.iter().copied().min() else {
+        return Finding::problem(
+            format!("{at} serves {zone} without DNSSEC signatures (no RRSIG for the SOA)"),
+            "add `dnssec-policy default; inline-signing yes;` to the zone there and reload named \
+             (docs/operator.md, DNSSEC); or remove `dnssec = true` / `signs = true` if the zone \
+             is not meant to be signed"
+                .into(),
+        );
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let left = u64::from(first).saturating_sub(now);
+    if left < SIGNATURE_WARNING.as_secs() {
+        Finding::problem(
+            format!("{at}: the SOA's signature expires in {} h", left / 3600),
+            "named is not re-signing: look at its log (key files readable? key-directory \
+             writable?) and `rndc dnssec -status` for the zone"
+                .into(),
+        )
+    } else {
+        Finding::ok(format!(
+            "{at}: signed, the SOA's signature valid for {} more days",
+            left / 86_400
+        ))
+    }
+}
+
+/// `addr` with an unspecified IP (a listen address) as loopback.
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}
+
+/// Whether serial `a` is after `b` (RFC 1982).
+fn serial_after(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < (1 << 31)
+}
+
+/// The serial of the SOA in the answer.
+fn soa_serial(reply: &Message) -> Option<u32> {
+    reply.answers.iter().find_map(|r| match &r.data {
+        RData::SOA(soa) => Some(soa.serial),
+        _ => None,
+    })
+}
+
+/// Asks `server` one question over UDP (twice, [`CHECK_DNS_TIMEOUT`]
+/// each), with the DNSSEC OK bit when `dnssec`.
+async fn ask(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    dnssec: bool,
+) -> Result<Message, String> {
+    let qname =
+        Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| e.to_string())?;
+    let mut msg = Message::query();
+    msg.metadata.id = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
+    msg.add_query(Query::query(qname, rtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(dnssec);
+    msg.set_edns(edns);
+    let bytes = msg.to_vec().map_err(|e| e.to_string())?;
+    let local: SocketAddr = if server.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| e.to_string())?;
+    socket.connect(server).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        socket.send(&bytes).await.map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + CHECK_DNS_TIMEOUT;
+        while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+            let n = received.map_err(|e| e.to_string())?;
+            if let Ok(reply) = Message::from_vec(&buf[..n]) {
+                if reply.metadata.id == msg.metadata.id {
+                    return Ok(reply);
+                }
+            }
+        }
+    }
+    Err(format!(
+        "no answer within {:?} (asked twice)",
+        CHECK_DNS_TIMEOUT
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,6 +827,7 @@ mod tests {
             key_file: dir.path().join("key"),
             force: false,
             skip_checks: true,
+            dnssec: false,
         };
         assert!(matches!(init(&args), Err(OperatorError::Usage(_))));
         args.domain = "peach.example.org".into();
@@ -451,5 +843,15 @@ mod tests {
         assert!(matches!(init(&args), Err(OperatorError::Exists(_))));
         args.force = true;
         init(&args).expect("forced");
+        args.dnssec = true;
+        let report = init(&args).expect("with dnssec");
+        assert!(report.contains("dnssec-dsfromkey"), "{report}");
+        let conf = std::fs::read_to_string(&args.conf_file).expect("conf");
+        let key_dir = format!("    key-directory \"{}\";\n}};\n", dir.path().display());
+        assert!(
+            conf.contains("    dnssec-policy default;\n    inline-signing yes;\n"),
+            "{conf}"
+        );
+        assert!(conf.ends_with(&key_dir), "{conf}");
     }
 }

@@ -125,6 +125,17 @@ impl State {
                 })?;
             done += entries.len();
         }
+        if done == 0 {
+            // An empty registry is applied too: the embedded zone serves
+            // transfers and starts its NOTIFY senders only once it was.
+            self.dns
+                .apply_all(&[])
+                .await
+                .map_err(|e| ReapplyError::Dns {
+                    names: 0,
+                    message: e.to_string(),
+                })?;
+        }
         // New names whose DNS write a crash cut off before the commit:
         // their records go (a removal of a name DNS lacks changes nothing).
         let orphans = self.registry.pending_orphans()?;

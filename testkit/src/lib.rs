@@ -27,6 +27,8 @@
 //! - `dns.rs`: a tiny hand-built DNS query used to poll `named` for readiness.
 //! - `named.rs`: [`Named`], a primary (or secondary) BIND zone with BIND's
 //!   session key and a TSIG key, and `dig`/`nsupdate` helpers.
+//! - `named_with.rs`: [`NamedWith`], a `named` with zone statements the
+//!   test writes (the operator's snippets: secondaries, DNSSEC).
 //! - `config.rs`: [`ServerConfig`] and [`DaemonConfig`], the text of the two
 //!   binaries' config files as tests write them, and [`write_secret`], the
 //!   0600 SSB secret file they name.
@@ -45,6 +47,7 @@ mod dig;
 mod dns;
 mod error;
 mod named;
+mod named_with;
 mod process;
 pub mod procfs;
 mod sbot;
@@ -59,6 +62,7 @@ pub use config::{toml_string, try_write_secret, write_secret, DaemonConfig, Serv
 pub use dig::{dig, Dig, DigReply};
 pub use error::{Error, Result};
 pub use named::{Named, NamedBuilder, TsigKey, DEFAULT_ZONE};
+pub use named_with::NamedWith;
 pub use process::{Process, Signal};
 pub use sbot::{Sbot, SbotBuilder};
 

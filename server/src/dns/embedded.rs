@@ -8,6 +8,10 @@
 //! are served at once, and one source holds at most
 //! [`MAX_TCP_PER_SOURCE`] of them.
 //!
+//! As a primary (RFC 5936, 1995, 1996), it serves AXFR and IXFR over TCP
+//! to the configured secondaries (`transfer.rs`) and sends them NOTIFY
+//! after every change (`notify.rs`); everyone else is REFUSED a transfer.
+//!
 //! UDP answers are rate-limited per source prefix (response rate limiting,
 //! as BIND's `rate-limit`): an answer is 2.5–5× its query, so without a
 //! limit anyone could aim the server at a victim whose address they spoof.
@@ -28,6 +32,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use super::serial::SerialFile;
+use super::transfer::{self, Secondary};
 use super::zone::Zone;
 use super::{BoxFut, DnsError, NameRecords, ZoneBackend, ZoneChange};
 use crate::conn::Shares;
@@ -90,6 +96,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct EmbeddedDns {
     /// The zone's data, shared with the TCP connection tasks.
     data: Arc<Zone>,
+    /// The secondaries: who may transfer the zone, whom to NOTIFY.
+    secondaries: Arc<Vec<Secondary>>,
 }
 
 impl EmbeddedDns {
@@ -103,7 +111,33 @@ impl EmbeddedDns {
     ) -> Result<EmbeddedDns, DnsError> {
         Ok(EmbeddedDns {
             data: Arc::new(Zone::new(zone, nameservers, hostmaster)?),
+            secondaries: Arc::new(Vec::new()),
         })
+    }
+
+    /// A server that is also the primary for `secondaries` (transfers and
+    /// NOTIFY), keeping its serial's high-water mark in `serial_file` so
+    /// the serial never goes back across restarts.
+    pub fn primary(
+        zone: &str,
+        nameservers: &[String],
+        hostmaster: Option<&str>,
+        secondaries: Vec<Secondary>,
+        serial_file: Option<&std::path::Path>,
+    ) -> Result<EmbeddedDns, DnsError> {
+        let mut data = Zone::new(zone, nameservers, hostmaster)?;
+        if let Some(path) = serial_file {
+            data.keep_serial_in(SerialFile::new(path))?;
+        }
+        Ok(EmbeddedDns {
+            data: Arc::new(data),
+            secondaries: Arc::new(secondaries),
+        })
+    }
+
+    /// The configured secondaries.
+    pub fn secondaries(&self) -> &[Secondary] {
+        &self.secondaries
     }
 
     /// The SOA serial now.
@@ -147,6 +181,15 @@ impl EmbeddedDns {
             tcp = ?tcp.local_addr().ok(),
             "embedded DNS serving"
         );
+        // NOTIFY senders, one per secondary; dropped with this future.
+        let mut notifiers = JoinSet::new();
+        for secondary in self.secondaries.iter() {
+            notifiers.spawn(super::notify::follow(
+                Arc::clone(&self.data),
+                secondary.clone(),
+                self.data.subscribe(),
+            ));
+        }
         tokio::select! {
             () = self.serve_udp(udp) => {}
             () = self.serve_tcp(tcp) => {}
@@ -181,6 +224,9 @@ impl EmbeddedDns {
                 }
             };
             if let Some(answer) = self.data.answer(&buf[..len], Transport::Udp) {
+                // A secondary's signed SOA query gets a signed answer.
+                let answer =
+                    transfer::sign_answer(&self.secondaries, &buf[..len], peer.ip(), answer);
                 let answer = if limits.take(&rrl_prefix(peer.ip())).is_ok() {
                     answer
                 } else {
@@ -215,8 +261,9 @@ impl EmbeddedDns {
                     ) {
                         (Some(share), Ok(slot)) => {
                             let data = Arc::clone(&self.data);
+                            let secondaries = Arc::clone(&self.secondaries);
                             connections.spawn(async move {
-                                serve_connection(&data, stream, peer).await;
+                                serve_connection(&data, &secondaries, stream, peer).await;
                                 drop(slot);
                                 drop(share);
                             });
@@ -255,7 +302,12 @@ impl ZoneBackend for EmbeddedDns {
 
 /// Serves one TCP connection: length-prefixed queries in, answers out
 /// (RFC 1035 §4.2.2), one at a time, until idle, closed or broken.
-async fn serve_connection(data: &Zone, mut stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(
+    data: &Zone,
+    secondaries: &[Secondary],
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
     loop {
         let len = match timeout(TCP_IDLE_TIMEOUT, stream.read_u16()).await {
             Ok(Ok(len)) => usize::from(len),
@@ -267,24 +319,38 @@ async fn serve_connection(data: &Zone, mut stream: TcpStream, peer: SocketAddr) 
             Ok(Ok(_)) => {}
             _ => return,
         }
-        // A query we do not answer (a response, a runt): over TCP the
-        // client would wait for nothing, so close.
-        let Some(answer) = data.answer(&query, Transport::Tcp) else {
-            return;
+        // A zone transfer: several messages; anything else: one answer.
+        let answers = match transfer::respond(data, secondaries, &query, peer.ip()) {
+            Some(messages) => messages,
+            // A query we do not answer (a response, a runt): over TCP the
+            // client would wait for nothing, so close.
+            None => match data.answer(&query, Transport::Tcp) {
+                Some(answer) => vec![transfer::sign_answer(
+                    secondaries,
+                    &query,
+                    peer.ip(),
+                    answer,
+                )],
+                None => return,
+            },
         };
-        // encode_within keeps TCP answers within u16::MAX.
-        let Ok(answer_len) = u16::try_from(answer.len()) else {
-            return;
-        };
-        let mut framed = Vec::with_capacity(answer.len() + 2);
-        framed.extend_from_slice(&answer_len.to_be_bytes());
-        framed.extend_from_slice(&answer);
-        if !matches!(
-            timeout(TCP_IO_TIMEOUT, stream.write_all(&framed)).await,
-            Ok(Ok(()))
-        ) {
-            tracing::debug!(%peer, "embedded DNS: TCP write failed or timed out");
-            return;
+        // Each message gets its own write deadline, so a large transfer
+        // is not cut by one deadline meant for a single answer.
+        for answer in answers {
+            // encode_within and the transfer's chunks keep answers within u16::MAX.
+            let Ok(answer_len) = u16::try_from(answer.len()) else {
+                return;
+            };
+            let mut framed = Vec::with_capacity(answer.len() + 2);
+            framed.extend_from_slice(&answer_len.to_be_bytes());
+            framed.extend_from_slice(&answer);
+            if !matches!(
+                timeout(TCP_IO_TIMEOUT, stream.write_all(&framed)).await,
+                Ok(Ok(()))
+            ) {
+                tracing::debug!(%peer, "embedded DNS: TCP write failed or timed out");
+                return;
+            }
         }
     }
 }

@@ -19,11 +19,19 @@
 //!   answers a query (pure: bytes in, bytes out).
 //! - `embedded.rs`: [`EmbeddedDns`], which serves that zone over UDP and
 //!   TCP and is the `embedded` backend.
+//! - `transfer.rs`: AXFR/IXFR of that zone to its secondaries (by address,
+//!   optionally TSIG); `journal.rs`: the recent changes IXFR is made of;
+//!   `notify.rs`: NOTIFY to the secondaries after every change;
+//!   `serial.rs`: the file that keeps the serial from going back.
 
 pub mod embedded;
+mod journal;
 mod key;
+mod notify;
 mod nsupdate;
 mod rfc2136;
+mod serial;
+pub mod transfer;
 mod zone;
 
 use std::future::Future;
@@ -204,6 +212,16 @@ pub enum DnsError {
         /// How long it ran.
         waited: Duration,
     },
+    /// The embedded DNS's serial file could not be read, parsed or
+    /// written (the change is then not made: a serial that could go back
+    /// at the next start would leave the secondaries behind).
+    #[error("embedded DNS serial file {path}: {detail}")]
+    SerialFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// Building or encoding a DNS message failed (a bug, or an absurd
     /// input such as a name too long for DNS).
     #[error("cannot encode the DNS message for {what}: {detail}")]
@@ -266,9 +284,21 @@ pub fn build(cfg: &DnsConfig, zone: &str) -> Result<Backend, DnsError> {
         DnsConfig::Embedded {
             nameservers,
             hostmaster,
+            secondaries,
+            serial_file,
             ..
         } => {
-            let dns = Arc::new(EmbeddedDns::new(zone, nameservers, hostmaster.as_deref())?);
+            let secondaries = secondaries
+                .iter()
+                .map(transfer::Secondary::from_config)
+                .collect::<Result<Vec<_>, _>>()?;
+            let dns = Arc::new(EmbeddedDns::primary(
+                zone,
+                nameservers,
+                hostmaster.as_deref(),
+                secondaries,
+                serial_file.as_deref(),
+            )?);
             Ok(Backend {
                 zone: Arc::clone(&dns) as Arc<dyn ZoneBackend>,
                 embedded: Some(dns),

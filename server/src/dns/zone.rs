@@ -7,7 +7,9 @@
 //! - `<label>.Z` for a registered label: A and/or AAAA (ANY gives both);
 //!   other types, or a missing address family: NODATA.
 //! - any other name under `Z`: NXDOMAIN.
-//! - names outside `Z`, classes other than IN, zone transfers: REFUSED.
+//! - names outside `Z`, classes other than IN: REFUSED; zone transfers
+//!   too, unless `transfer.rs` (which sees them first, over TCP) serves
+//!   them to a configured secondary.
 //! - opcodes other than QUERY: NOTIMP; unparseable queries: FORMERR (when
 //!   the header can be read; otherwise no answer); responses are never
 //!   answered, so two servers cannot ping-pong.
@@ -30,6 +32,8 @@ use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
+use super::journal::{Delta, Journal};
+use super::serial::{self, SerialFile};
 use super::{fqdn, zone_name, DnsError, NameRecords, ZoneChange};
 
 /// TTL of the SOA and NS records, and the negative-caching TTL (SOA
@@ -37,13 +41,16 @@ use super::{fqdn, zone_name, DnsError, NameRecords, ZoneChange};
 /// so a name that was just registered resolves within a minute even where
 /// its absence was cached.
 const ZONE_TTL: u32 = 60;
-/// SOA refresh/retry/expire. Nothing transfers from this server (it
-/// refuses AXFR/IXFR), so these only need to be sane: BIND's defaults.
+/// SOA refresh/retry/expire, for secondaries (`transfer.rs`): they hear
+/// of changes by NOTIFY at once, so the refresh is only the fallback for a
+/// lost NOTIFY. BIND's defaults.
 const SOA_REFRESH: i32 = 3600;
 /// See [`SOA_REFRESH`].
 const SOA_RETRY: i32 = 600;
-/// See [`SOA_REFRESH`].
-const SOA_EXPIRE: i32 = 86_400;
+/// How long a secondary keeps serving the zone without reaching this
+/// server: a week, as in the zone `init` writes for BIND, so the names
+/// resolve through a long outage of the pub.
+const SOA_EXPIRE: i32 = 604_800;
 /// The UDP payload limit without EDNS (RFC 1035 §4.2.1).
 const PLAIN_UDP_LIMIT: usize = 512;
 /// The largest UDP answer we send with EDNS, and the size we advertise:
@@ -72,6 +79,11 @@ pub(crate) struct Zone {
     hostmaster: Name,
     /// The names and the serial.
     table: RwLock<Table>,
+    /// Where the serial's high-water mark is kept across restarts; `None`:
+    /// the clock alone keeps it moving (tests, `EmbeddedDns::new`).
+    serial_file: Option<SerialFile>,
+    /// Every new serial, for the NOTIFY senders (`notify.rs`).
+    serials: tokio::sync::watch::Sender<u32>,
 }
 
 /// The zone's changing part.
@@ -81,6 +93,15 @@ struct Table {
     names: HashMap<String, Entry>,
     /// The SOA serial.
     serial: u32,
+    /// The last changes, for IXFR.
+    journal: Journal,
+    /// The high-water mark in the serial file (`None`: none written by
+    /// this run yet).
+    reserved: Option<u32>,
+    /// Whether the registry was applied (the first `apply_changes`): until
+    /// then the table is empty, and transfers are refused so that no
+    /// secondary takes an empty zone at a start.
+    loaded: bool,
 }
 
 /// The records of one label.
@@ -126,14 +147,20 @@ impl Zone {
             Some(mailbox) => absolute(&mailbox.replacen('@', ".", 1))?,
             None => fqdn("hostmaster", &zone)?,
         };
+        let serial = unix_serial();
         Ok(Zone {
             zone,
             nameservers,
             hostmaster,
             table: RwLock::new(Table {
                 names: HashMap::new(),
-                serial: unix_serial(),
+                serial,
+                journal: Journal::default(),
+                reserved: None,
+                loaded: false,
             }),
+            serial_file: None,
+            serials: tokio::sync::watch::channel(serial).0,
         })
     }
 
@@ -319,6 +346,12 @@ impl Zone {
             keyed.push((change.name().to_ascii_lowercase(), change));
         }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        // Transfers: the mark first (an error changes nothing), then what
+        // the touched labels held before.
+        self.reserve_serial(&mut table)?;
+        let labels: Vec<String> = keyed.iter().map(|(label, _)| label.clone()).collect();
+        let before = self.records_of(&table, &labels);
+        let from = table.serial;
         let mut changed = false;
         for (label, change) in keyed {
             let entry = match change {
@@ -338,10 +371,195 @@ impl Zone {
         if changed {
             // Serial arithmetic (RFC 1982) wraps; the clock keeps it ahead
             // of what an earlier run of the server handed out.
-            table.serial = table.serial.wrapping_add(1).max(unix_serial());
+            table.serial = next_serial(table.serial);
+            let after = self.records_of(&table, &labels);
+            self.journal_change(&mut table, from, before, after);
         }
+        if !table.loaded && !changed {
+            // The first apply is the registry: the NOTIFY senders start
+            // now, even for an empty registry.
+            self.serials.send_replace(table.serial);
+        }
+        table.loaded = true;
         Ok(())
     }
+}
+
+/// What a secondary asking for the zone from some serial gets
+/// ([`Zone::transfer_from`]).
+#[derive(Debug)]
+pub(crate) enum Transfer {
+    /// The registry is not applied yet: refuse for now (SERVFAIL).
+    NotReady,
+    /// The secondary has the current serial (or a later one): the SOA.
+    UpToDate(Record),
+    /// The changes since its serial: the current SOA, then each change as
+    /// (SOA before, removed, SOA after, added).
+    Incremental(Record, Vec<(Record, Vec<Record>, Record, Vec<Record>)>),
+    /// The whole zone: the SOA and every other record (the SOA again
+    /// closes the transfer).
+    Full(Record, Vec<Record>),
+}
+
+/// The embedded zone as a primary: every record for transfers, the
+/// journal, the serial's mark and the NOTIFY feed. Apart from the zone's
+/// answers, so that what a query answers and what a secondary gets are
+/// two jobs that change separately.
+impl Zone {
+    /// Keeps the serial's high-water mark in `file`: the serial starts
+    /// after the mark a previous run wrote (or at the clock, if later).
+    pub(crate) fn keep_serial_in(&mut self, file: SerialFile) -> Result<(), DnsError> {
+        let mark = file.load()?;
+        let table = self.table.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(mark) = mark {
+            let start = mark.wrapping_add(1);
+            if serial::is_after(start, table.serial) {
+                table.serial = start;
+            }
+        }
+        self.serials.send_replace(table.serial);
+        self.serial_file = Some(file);
+        Ok(())
+    }
+
+    /// The zone's SOA record now.
+    pub(crate) fn soa_now(&self) -> Record {
+        self.soa_record(self.read().serial)
+    }
+
+    /// A feed of the zone's serial: it changes after every change.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.serials.subscribe()
+    }
+
+    /// What a secondary at `serial` (`None`: it has nothing, AXFR) needs,
+    /// read under one lock so the pieces agree.
+    pub(crate) fn transfer_from(&self, serial: Option<u32>) -> Transfer {
+        let table = self.read();
+        if !table.loaded {
+            return Transfer::NotReady;
+        }
+        let soa = self.soa_record(table.serial);
+        if let Some(theirs) = serial {
+            if !serial::is_after(table.serial, theirs) {
+                return Transfer::UpToDate(soa);
+            }
+            if let Some(deltas) = table.journal.since(theirs) {
+                let size: usize = deltas.iter().map(|d| d.removed.len() + d.added.len()).sum();
+                // RFC 1995 §4: the whole zone when that is smaller.
+                if size <= table.names.len() * 2 + self.nameservers.len() {
+                    let steps = deltas
+                        .into_iter()
+                        .map(|d| {
+                            (
+                                self.soa_record(d.from),
+                                d.removed.clone(),
+                                self.soa_record(d.to),
+                                d.added.clone(),
+                            )
+                        })
+                        .collect();
+                    return Transfer::Incremental(soa, steps);
+                }
+            }
+        }
+        let mut records: Vec<Record> = self
+            .nameservers
+            .iter()
+            .map(|ns| Record::from_rdata(self.zone.clone(), ZONE_TTL, RData::NS(NS(ns.clone()))))
+            .collect();
+        let mut labels: Vec<&String> = table.names.keys().collect();
+        labels.sort();
+        for label in labels {
+            records.extend(self.label_records(&table, label));
+        }
+        Transfer::Full(soa, records)
+    }
+
+    /// Every record the zone holds for `label`, as served (lower-case
+    /// owner). Transfers and the journal are built from this, so every
+    /// record type the zone answers for a label must be listed here.
+    fn label_records(&self, table: &Table, label: &str) -> Vec<Record> {
+        let Some(entry) = table.names.get(label) else {
+            return Vec::new();
+        };
+        let Ok(owner) = fqdn(label, &self.zone) else {
+            return Vec::new();
+        };
+        let mut records = Vec::new();
+        if let Some(ip) = entry.ip {
+            records.push(Record::from_rdata(
+                owner.clone(),
+                entry.ttl,
+                RData::A(A(ip)),
+            ));
+        }
+        if let Some(ip6) = entry.ip6 {
+            records.push(Record::from_rdata(owner, entry.ttl, RData::AAAA(AAAA(ip6))));
+        }
+        records
+    }
+
+    /// The records of these labels.
+    fn records_of(&self, table: &Table, labels: &[String]) -> Vec<Record> {
+        labels
+            .iter()
+            .flat_map(|label| self.label_records(table, label))
+            .collect()
+    }
+
+    /// Before a change: makes sure the serial file's mark is beyond the
+    /// serial the change may bring, writing a new mark when it is not.
+    fn reserve_serial(&self, table: &mut Table) -> Result<(), DnsError> {
+        let Some(file) = &self.serial_file else {
+            return Ok(());
+        };
+        let next = next_serial(table.serial);
+        if table
+            .reserved
+            .is_some_and(|mark| !serial::is_after(next, mark))
+        {
+            return Ok(());
+        }
+        let mark = next.wrapping_add(serial::RESERVE);
+        file.store(mark)?;
+        table.reserved = Some(mark);
+        Ok(())
+    }
+
+    /// After a change from serial `from`: journals what went and came
+    /// (records in both are unchanged) and tells the NOTIFY senders.
+    fn journal_change(
+        &self,
+        table: &mut Table,
+        from: u32,
+        before: Vec<Record>,
+        after: Vec<Record>,
+    ) {
+        let removed: Vec<Record> = before
+            .iter()
+            .filter(|r| !after.contains(r))
+            .cloned()
+            .collect();
+        let added: Vec<Record> = after
+            .iter()
+            .filter(|r| !before.contains(r))
+            .cloned()
+            .collect();
+        table.journal.push(Delta {
+            from,
+            to: table.serial,
+            removed,
+            added,
+        });
+        self.serials.send_replace(table.serial);
+    }
+}
+
+/// The serial after `serial`: one more, or the clock when that is later
+/// (so it also goes up across restarts without a serial file).
+fn next_serial(serial: u32) -> u32 {
+    serial.wrapping_add(1).max(unix_serial())
 }
 
 /// Encodes `response`; when it is longer than `limit`, sends the question
@@ -549,6 +767,46 @@ mod tests {
         ];
         assert!(dns.apply_changes(&bad).is_err());
         assert!(dns.records("ok").is_none());
+    }
+
+    #[test]
+    fn the_serial_never_goes_back_across_restarts_even_ahead_of_the_clock() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("embedded-dns.serial");
+        let start = |path: &std::path::Path| {
+            let mut zone = zone();
+            zone.keep_serial_in(SerialFile::new(path))
+                .expect("serial file");
+            zone
+        };
+        let first = start(&path);
+        // 2,500 changes in a burst: the serial runs far ahead of the clock,
+        // past two marks.
+        for i in 0..2500u32 {
+            apply(
+                &first,
+                set("pi", Some(&format!("192.0.2.{}", i % 200 + 1)), None),
+            );
+        }
+        let last = first.serial();
+        assert!(last >= unix_serial() + 2000, "{last}");
+        drop(first);
+        let second = start(&path);
+        assert!(
+            serial::is_after(second.serial(), last),
+            "{} after {last}",
+            second.serial()
+        );
+        apply(&second, set("pi", Some("192.0.2.250"), None));
+        assert!(serial::is_after(second.serial(), last));
+        // The mark is ahead of what was served, by at most the reserve.
+        let mark: u32 = std::fs::read_to_string(&path)
+            .expect("mark")
+            .trim()
+            .parse()
+            .expect("number");
+        assert!(serial::is_after(mark, second.serial()));
+        assert!(mark - second.serial() <= serial::RESERVE);
     }
 
     #[test]
