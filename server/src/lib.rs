@@ -53,6 +53,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod update;
 
 pub use server::{build_state, run, Listeners, StartError};

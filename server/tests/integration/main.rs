@@ -10,4 +10,5 @@ mod dns;
 mod load;
 mod serve;
 mod ssb;
+mod tls;
 mod v2;
