@@ -141,11 +141,17 @@ pub async fn serve<F>(
 /// and the per-source shares count plain and TLS connections together, so
 /// a second port gives a source no second share.
 struct Gate<F> {
+    /// The routes, made into a service per connection.
     routes: F,
+    /// hyper's HTTP/1.1-only connection builder, with the header deadline.
     builder: auto::Builder<TokioExecutor>,
+    /// Deadlines and caps.
     limits: HttpLimits,
+    /// Sources not held to the per-source share (trusted proxies).
     exempt: Vec<IpAddr>,
+    /// One permit per open connection, `max_connections` in all.
     slots: Arc<Semaphore>,
+    /// Open connections per source, plain and TLS together.
     shares: Arc<Shares>,
 }
 

@@ -285,10 +285,14 @@ pub fn utc(t: SystemTime) -> String {
 /// What identifies one version of a file on disk (after symlinks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
+    /// Device and inode: a file renamed into place (or a symlink moved to
+    /// another target) is a new inode even when size and mtime match.
     dev: u64,
     ino: u64,
+    /// Size and mtime: a file rewritten in place keeps its inode.
     size: u64,
     mtime: i64,
+    /// Nanoseconds too: two writes within one second differ here.
     mtime_nsec: i64,
 }
 
@@ -315,6 +319,7 @@ fn stamps(certificate: &Path, key: &Path) -> Stamps {
 /// The certificate rustls serves: whatever was last loaded successfully.
 #[derive(Debug)]
 pub struct Resolver {
+    /// Swapped whole by a reload; each handshake clones the `Arc`.
     current: RwLock<Arc<CertifiedKey>>,
 }
 
@@ -332,10 +337,16 @@ impl ResolvesServerCert for Resolver {
 /// The HTTPS side of the server: the acceptor for [`crate::conn`] and the
 /// certificate files it watches.
 pub struct Tls {
+    /// `tls.certificate`, as configured (a symlink is followed at each look).
     certificate: PathBuf,
+    /// `tls.key`, likewise.
     key: PathBuf,
+    /// `tls.reload_interval_secs`.
     interval: Duration,
+    /// What the acceptor's rustls config asks for the certificate.
     resolver: Arc<Resolver>,
+    /// rustls's server config (protocols, ALPN, the resolver), shared by
+    /// every connection.
     acceptor: TlsAcceptor,
     /// The stamps of the last version looked at (loaded or refused), so
     /// each change is tried, and each refusal logged, once.

@@ -19,6 +19,12 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::common::{body, update};
 
 const BIN: &str = env!("CARGO_BIN_EXE_peach-dyndns-server");
+
+/// The server binary the tests start: the test build, or the one
+/// `PEACH_DYNDNS_TLS_BENCH_SERVER` names (to time a release build).
+fn server_bin() -> String {
+    std::env::var("PEACH_DYNDNS_TLS_BENCH_SERVER").unwrap_or_else(|_| BIN.to_string())
+}
 const DOMAIN: &str = crate::common::DOMAIN;
 
 /// A certificate authority made for one test.
@@ -182,7 +188,7 @@ impl Https {
         let (http, https) = (testkit::free_port(), testkit::free_port());
         let cfg = dir.join("server.toml");
         std::fs::write(&cfg, config_text(dir, http, https, &pi, top, tables)).expect("config");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(server_bin());
         cmd.arg("--config")
             .arg(&cfg)
             .env("RUST_LOG", "info")
@@ -862,6 +868,54 @@ fn median_ms(mut xs: Vec<Duration>) -> f64 {
     xs[xs.len() / 2].as_secs_f64() * 1000.0
 }
 
+/// curl's own timings of one transfer (process start excluded): TCP
+/// connected, TLS handshake done (0 on plain HTTP), answer complete.
+struct CurlTimes {
+    connect: Duration,
+    handshake: Duration,
+    total: Duration,
+}
+
+/// POSTs `body` to `url` with a new curl (so a new connection) and returns
+/// its timings; the answer must be a 200.
+fn curl_timed_update(url: &str, ca: &Path, resolve: &str, body: &Path) -> CurlTimes {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--max-time", "10"])
+        .args([
+            "-w",
+            "%{http_code} %{time_connect} %{time_appconnect} %{time_total}",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["--resolve", resolve, "-H", "Content-Type: application/json"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let f: Vec<&str> = text.split(' ').collect();
+    assert_eq!(
+        f.first().copied(),
+        Some("200"),
+        "{url}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secs = |i: usize| Duration::from_secs_f64(f[i].parse::<f64>().expect("curl time"));
+    let (connect, appconnect, total) = (secs(1), secs(2), secs(3));
+    CurlTimes {
+        connect,
+        handshake: appconnect.saturating_sub(connect),
+        total,
+    }
+}
+
+/// Times signed updates over plain HTTP and HTTPS on loopback, median of
+/// N (40; 300 with `PEACH_DYNDNS_SLOW=1`): new connections with curl (its
+/// own timings, OpenSSL's client), and new and kept-alive connections with
+/// reqwest (rustls). `PEACH_DYNDNS_TLS_BENCH_SERVER` names another server
+/// binary to time (a release build); the default is the test build.
+/// Prints the table; asserts that every update was a 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_of_https_against_plain_http() {
     let n: usize = if std::env::var("PEACH_DYNDNS_SLOW").as_deref() == Ok("1") {
@@ -871,6 +925,7 @@ async fn latency_of_https_against_plain_http() {
     };
     let dir = tempfile::tempdir().expect("tmp");
     let root = Ca::root("root");
+    let ca = write_ca(dir.path(), "root.pem", &root);
     let server = Https::start(
         dir.path(),
         &root.leaf(&["localhost"], None, false),
@@ -878,6 +933,36 @@ async fn latency_of_https_against_plain_http() {
         "[rate_limit]\nper_key_per_minute = 100000\nper_key_burst = 100000",
     );
     let addr = server.https_addr();
+    let plain_url = format!("http://127.0.0.1:{}/update", server.http);
+    let tls_url = format!("https://localhost:{}/update", server.https);
+    let resolve = format!("localhost:{}:127.0.0.1", server.https);
+    let mut seq = 0u64;
+    let mut next_body = || {
+        seq += 1;
+        // A new address each time, so every update writes DNS.
+        let ip = Ipv4Addr::new(24, 12, (seq / 250) as u8, (seq % 250) as u8 + 1);
+        server.update_body(ip, seq)
+    };
+    let mut lines = Vec::new();
+
+    // New connections, curl.
+    let file = dir.path().join("body.json");
+    for (label, url) in [("plain HTTP", &plain_url), ("HTTPS", &tls_url)] {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            std::fs::write(&file, next_body()).expect("body");
+            times.push(curl_timed_update(url, &ca, &resolve, &file));
+        }
+        lines.push(format!(
+            "curl, new connection, {label:<10}: connect {:.3} ms, TLS handshake {:.3} ms, \
+             total (connect + handshake + update) {:.3} ms",
+            median_ms(times.iter().map(|t| t.connect).collect()),
+            median_ms(times.iter().map(|t| t.handshake).collect()),
+            median_ms(times.iter().map(|t| t.total).collect()),
+        ));
+    }
+
+    // reqwest, new and kept-alive connections.
     let plain_fresh = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -885,26 +970,15 @@ async fn latency_of_https_against_plain_http() {
     let plain_kept = reqwest::Client::builder().build().expect("client");
     let tls_fresh = reqwest_client(&root.pem, "localhost", addr, false);
     let tls_kept = reqwest_client(&root.pem, "localhost", addr, true);
-    let plain_url = format!("http://127.0.0.1:{}/update", server.http);
-    let tls_url = format!("https://localhost:{}/update", server.https);
-    let mut seq = 0u64;
-    let mut results = Vec::new();
     for (label, client, url) in [
-        ("plain HTTP, new connection", &plain_fresh, &plain_url),
-        (
-            "HTTPS, new connection (handshake + update)",
-            &tls_fresh,
-            &tls_url,
-        ),
-        ("plain HTTP, kept-alive connection", &plain_kept, &plain_url),
-        ("HTTPS, kept-alive connection", &tls_kept, &tls_url),
+        ("new connection, plain HTTP", &plain_fresh, &plain_url),
+        ("new connection, HTTPS", &tls_fresh, &tls_url),
+        ("kept-alive connection, plain HTTP", &plain_kept, &plain_url),
+        ("kept-alive connection, HTTPS", &tls_kept, &tls_url),
     ] {
         let mut times = Vec::with_capacity(n);
         for i in 0..=n {
-            seq += 1;
-            // A new address each time, so every update writes DNS.
-            let ip = Ipv4Addr::new(24, 12, (seq / 250) as u8, (seq % 250) as u8 + 1);
-            let body = server.update_body(ip, seq);
+            let body = next_body();
             let started = Instant::now();
             let resp = client
                 .post(url.as_str())
@@ -922,11 +996,14 @@ async fn latency_of_https_against_plain_http() {
                 times.push(took);
             }
         }
-        results.push((label, median_ms(times)));
+        lines.push(format!("reqwest, {label:<34}: {:.3} ms", median_ms(times)));
     }
-    eprintln!("update latency on loopback, median of {n} (release of the test profile, 2 cores):");
-    for (label, ms) in &results {
-        eprintln!("  {label:<45} {ms:>7.3} ms");
+    eprintln!(
+        "signed update latency on loopback, median of {n}, server {}:",
+        std::env::var("PEACH_DYNDNS_TLS_BENCH_SERVER").unwrap_or_else(|_| "(test build)".into())
+    );
+    for line in &lines {
+        eprintln!("  {line}");
     }
-    assert_eq!(results.len(), 4);
+    assert_eq!(lines.len(), 6);
 }
