@@ -103,6 +103,9 @@ pub struct Config {
     /// What happens to the names of keys the pub stops following.
     #[serde(default)]
     pub grace: GraceConfig,
+    /// The pub's own HTTPS listener; none when the table is absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// `[grace]`: a key that holds names and that the pub no longer follows
@@ -145,6 +148,43 @@ fn default_week() -> u64 {
 }
 fn default_grace_check() -> u64 {
     600
+}
+
+/// `[tls]`: HTTPS on its own listen address, beside plain HTTP on
+/// `listen` (which routers' `/nic/update` and `/ip` keep using). The same
+/// routes, deadlines and per-source caps as plain HTTP.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// HTTPS listen address.
+    #[serde(default = "default_tls_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain: the server's certificate first, then the
+    /// intermediates (certbot's `fullchain.pem`).
+    pub certificate: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1;
+    /// certbot's `privkey.pem`).
+    pub key: PathBuf,
+    /// Seconds between looks at the two files; a changed file (mtime,
+    /// size, inode, as certbot's renewal changes them) is loaded again.
+    #[serde(default = "default_tls_reload")]
+    pub reload_interval_secs: u64,
+}
+
+impl TlsConfig {
+    /// How often the certificate files are looked at.
+    pub fn reload_interval(&self) -> Duration {
+        Duration::from_secs(self.reload_interval_secs)
+    }
+}
+
+fn default_tls_listen() -> SocketAddr {
+    // 8443: unprivileged, and the usual "second HTTPS port".
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_tls_reload() -> u64 {
+    // A renewal shows within seconds; a stat of two files every 5 s costs nothing.
+    5
 }
 
 /// `[http]`: deadlines and caps of HTTP connections, in the config's units.
@@ -551,6 +591,26 @@ impl Config {
         {
             return Err(invalid("rate_limit", "limits must be at least 1".into()));
         }
+        if let Some(tls) = &config.tls {
+            if tls.reload_interval_secs == 0 || tls.reload_interval_secs > 86_400 {
+                return Err(invalid(
+                    "tls.reload_interval_secs",
+                    "must be between 1 and 86400 seconds".into(),
+                ));
+            }
+            if tls.listen == config.listen
+                || (tls.listen.port() == config.listen.port()
+                    && (tls.listen.ip().is_unspecified() || config.listen.ip().is_unspecified()))
+            {
+                return Err(invalid(
+                    "tls.listen",
+                    format!(
+                        "{} overlaps `listen` ({}): plain HTTP and HTTPS need their own ports",
+                        tls.listen, config.listen
+                    ),
+                ));
+            }
+        }
         if let Some(url) = &config.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
@@ -627,11 +687,28 @@ impl Config {
         })
     }
 
-    /// The update URL announced to Pis.
+    /// The update URL announced to Pis: `public_url`, or else the HTTPS
+    /// port when `[tls]` is set, or else the plain HTTP port.
     pub fn announced_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}:{}/update", self.domain, self.listen.port()))
+        self.public_url.clone().unwrap_or_else(|| match &self.tls {
+            Some(tls) => format!("https://{}:{}/update", self.domain, tls.listen.port()),
+            None => format!("http://{}:{}/update", self.domain, self.listen.port()),
+        })
+    }
+
+    /// The host of `public_url`, lower case, without a port (brackets of
+    /// an IPv6 literal removed): the name the HTTPS certificate must cover.
+    pub fn public_host(&self) -> Option<String> {
+        let url = self.public_url.as_deref()?;
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if let Some(v6) = authority.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            authority.split(':').next().unwrap_or("")
+        };
+        (!host.is_empty()).then(|| rules::normalize_domain(host))
     }
 }
 
@@ -800,6 +877,57 @@ mod tests {
                 .expect_err(bad)
                 .to_string();
             assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_table_has_defaults_and_bounds() {
+        let c = parse(
+            "domain = \"a.b\"\npublic_url = \"https://Dyn.A.B:8443/update\"\n\
+             [tls]\ncertificate = \"/c.pem\"\nkey = \"/k.pem\"",
+        )
+        .expect("valid");
+        let tls = c.tls.as_ref().expect("tls");
+        assert_eq!(tls.listen, "0.0.0.0:8443".parse().expect("addr"));
+        assert_eq!(tls.reload_interval(), Duration::from_secs(5));
+        assert_eq!(c.public_host().as_deref(), Some("dyn.a.b"));
+        let c =
+            parse("domain = \"a.b\"\n[tls]\ncertificate = \"/c\"\nkey = \"/k\"").expect("valid");
+        assert_eq!(c.announced_url(), "https://a.b:8443/update");
+        for (bad, want) in [
+            ("[tls]\nkey = \"/k\"", "certificate"),
+            (
+                "[tls]\ncertificate = \"/c\"\nkey = \"/k\"\nreload_interval_secs = 0",
+                "tls.reload_interval_secs",
+            ),
+            (
+                "listen = \"0.0.0.0:8443\"\n[tls]\ncertificate = \"/c\"\nkey = \"/k\"",
+                "tls.listen",
+            ),
+            (
+                "[tls]\ncertificate = \"/c\"\nkey = \"/k\"\nacme = \"maybe\"",
+                "acme",
+            ),
+        ] {
+            let err = parse(&format!("domain = \"a.b\"\n{bad}"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn public_host_takes_the_host_alone() {
+        for (url, want) in [
+            ("http://[2001:db8::1]:8053/update", Some("2001:db8::1")),
+            (
+                "https://dyndns.peach.dinosaur.is/update",
+                Some("dyndns.peach.dinosaur.is"),
+            ),
+            ("https://x.y.", Some("x.y")),
+        ] {
+            let c = parse(&format!("domain = \"a.b\"\npublic_url = {url:?}")).expect(url);
+            assert_eq!(c.public_host().as_deref(), want, "{url}");
         }
     }
 

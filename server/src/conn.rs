@@ -29,6 +29,11 @@
 //! talking to this port needs it: routers, ddclient, inadyn and the daemon
 //! speak HTTP/1.1 (plain HTTP never negotiates HTTP/2 by ALPN).
 //!
+//! The same loop serves HTTPS ([`Transport::Tls`], from [`crate::tls`]): the
+//! handshake runs under the header deadline, inside the connection's slot
+//! and its source's share, which plain and TLS connections draw from
+//! together ([`serve_all`]).
+//!
 //! The peer's address reaches the routes as a [`Peer`] request extension.
 
 use std::collections::{HashMap, VecDeque};
@@ -214,6 +219,15 @@ struct Held {
     _open: OpenEntry,
 }
 
+/// How a listener's connections are spoken: plain HTTP, or HTTP inside TLS.
+#[derive(Clone)]
+pub enum Transport {
+    /// HTTP/1.1 on the bare TCP stream.
+    Plain,
+    /// A TLS handshake first (rustls; ALPN `http/1.1`), then HTTP/1.1.
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
 /// Serves `routes` on `listener` until `shutdown` resolves, within
 /// `limits`; then stops accepting and waits for the open connections to
 /// finish the request they are in (the caller bounds that wait).
@@ -229,60 +243,129 @@ pub async fn serve<F>(
     F: warp::Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
-    let service = warp::service(routes);
+    serve_all(
+        routes,
+        vec![(listener, Transport::Plain)],
+        limits,
+        exempt,
+        shutdown,
+    )
+    .await;
+}
+
+/// What every accept loop of one [`serve_all`] shares: the connection cap
+/// and the per-source shares count plain and TLS connections together, so
+/// a second port gives a source no second share.
+struct Gate<F> {
+    /// The routes, made into a service per connection.
+    routes: F,
+    /// hyper's HTTP/1.1-only connection builder, with the header deadline.
+    builder: auto::Builder<TokioExecutor>,
+    /// Deadlines and caps.
+    limits: HttpLimits,
+    /// Sources not held to the per-source share (trusted proxies).
+    exempt: Vec<IpAddr>,
+    /// One permit per open connection, `max_connections` in all.
+    slots: Arc<Semaphore>,
+    /// Open connections per source, plain and TLS together.
+    shares: Arc<Shares>,
+    /// Every open connection's abort handle, for eviction at the cap.
+    open: Arc<Open>,
+}
+
+/// [`serve`] on several listeners at once, each with its [`Transport`],
+/// under one cap, one set of per-source shares and one shutdown.
+pub async fn serve_all<F>(
+    routes: F,
+    listeners: Vec<(TcpListener, Transport)>,
+    limits: HttpLimits,
+    exempt: Vec<IpAddr>,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let shares = Arc::new(Shares::default());
-    let open = Arc::new(Open::default());
+    let gate = Gate {
+        routes,
+        builder,
+        limits,
+        exempt,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        shares: Arc::new(Shares::default()),
+        open: Arc::new(Open::default()),
+    };
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
+    {
+        let loops = futures_util::future::join_all(
+            listeners
+                .into_iter()
+                .map(|(listener, transport)| accept_loop(&gate, listener, transport, &graceful)),
+        );
+        // Dropping the loops drops the listeners: nothing new is accepted.
+        tokio::select! {
+            _ = loops => {}
+            () = shutdown => {}
+        }
+    }
+    graceful.shutdown().await;
+}
+
+/// Accepts on one listener for ever (until dropped by [`serve_all`]).
+async fn accept_loop<F>(
+    gate: &Gate<F>,
+    listener: TcpListener,
+    transport: Transport,
+    graceful: &GracefulShutdown,
+) where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
     loop {
         // Accept even at the cap, then close the newcomer or an older
         // connection at once: waiting for a free slot before accepting
         // left new connections in the kernel's backlog until a held one
         // reached its header deadline, so a few sources holding their
         // shares kept everyone else out.
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    if !is_connection_error(&e) {
-                        tracing::warn!(error = %e, "cannot accept connections; pausing");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    }
-                    continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "accept failed");
+                if !is_connection_error(&e) {
+                    tracing::warn!(error = %e, "cannot accept connections; pausing");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
-            },
-            () = &mut shutdown => break,
+                continue;
+            }
         };
         let source = source_of(peer.ip());
-        let share_max = if exempt.contains(&source) {
-            limits.max_connections
+        let share_max = if gate.exempt.contains(&source) {
+            gate.limits.max_connections
         } else {
-            limits.max_connections_per_source
+            gate.limits.max_connections_per_source
         };
-        let Some(share) = shares.claim(source, share_max) else {
+        let Some(share) = gate.shares.claim(source, share_max) else {
             // Closing at once gives the descriptor back; the source can
             // come back when one of its connections ends.
             tracing::debug!(%source, "connection refused: the source holds its share");
             drop(stream);
             continue;
         };
-        let permit = match slots.clone().try_acquire_owned() {
+        let permit = match gate.slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::Closed) => return,
             Err(TryAcquireError::NoPermits) => {
-                if !open.evict_for(source) {
+                if !gate.open.evict_for(source) {
                     tracing::debug!(%source, "connection refused: at the cap, and no source holds more");
                     drop(stream);
                     continue;
                 }
-                match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
+                match tokio::time::timeout(EVICTION_WAIT, gate.slots.clone().acquire_owned()).await
+                {
                     Ok(Ok(p)) => p,
                     _ => {
                         drop(stream);
@@ -291,47 +374,73 @@ pub async fn serve<F>(
                 }
             }
         };
-        let entry = open.entry(source);
+        let entry = gate.open.entry(source);
         let id = entry.id;
         let held = Held {
             _permit: permit,
             _share: share,
             _open: entry,
         };
-        let svc = tower_service_with_peer(service.clone(), Peer(peer));
-        let builder = builder.clone();
+        let svc = TowerToHyperService::new(tower_service_with_peer(
+            warp::service(gate.routes.clone()),
+            Peer(peer),
+        ));
+        let builder = gate.builder.clone();
         let watcher = graceful.watcher();
-        let first_byte = limits.header_timeout;
+        let first_byte = gate.limits.header_timeout;
+        let transport = transport.clone();
         // Locked across the spawn, so the task cannot end (and remove its
         // entry) before the entry is there.
-        let mut registry = open.lock();
+        let mut registry = gate.open.lock();
         let task = tokio::spawn(async move {
-            // hyper's header deadline starts only once it reads a head, and
-            // the auto connection first sniffs for the HTTP/2 preface with
-            // no deadline: a socket that never sends a byte would be held
-            // for ever without this.
-            let mut one = [0u8; 1];
-            match tokio::time::timeout(first_byte, stream.peek(&mut one)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => {
-                    tracing::debug!(%peer, "no request within the header deadline; closed");
-                    return;
+            match transport {
+                Transport::Plain => {
+                    // hyper's header deadline starts only once it reads a
+                    // head: a socket that never sends a byte would be held
+                    // for ever without this.
+                    let mut one = [0u8; 1];
+                    match tokio::time::timeout(first_byte, stream.peek(&mut one)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => {
+                            tracing::debug!(%peer, "no request within the header deadline; closed");
+                            return;
+                        }
+                    }
+                    // `serve_connection`, not `…_with_upgrades`: only the
+                    // former honours `http1_only` and skips the version sniffing.
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
                 }
-            }
-            // `serve_connection`, not `…_with_upgrades`: only the former
-            // honours `http1_only` and skips the version sniffing.
-            let conn =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %e, "connection ended with an error");
+                Transport::Tls(acceptor) => {
+                    // The whole handshake, from the first byte of the
+                    // ClientHello to the last of the client's Finished,
+                    // within the header deadline: a client that connects
+                    // and says nothing, or dribbles, loses its slot then.
+                    let tls = match tokio::time::timeout(first_byte, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "no TLS handshake within the header deadline; closed");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(error = %e, "TLS connection ended with an error");
+                    }
+                }
             }
             drop(held);
         });
         registry.add(source, id, task.abort_handle());
         drop(registry);
     }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// Wraps a service so every request carries the connection's [`Peer`].

@@ -17,7 +17,9 @@
 //! - [`http`]: reply helpers shared by the endpoints.
 //! - [`addr`]: IPv4-mapped addresses as IPv4, IPv6 sources per /64.
 //! - [`conn`]: the HTTP accept loop: connection caps, per-source shares,
-//!   header and idle deadlines.
+//!   header and idle deadlines, plain and TLS listeners under one cap.
+//! - [`tls`]: the `[tls]` certificate and key, loaded with rustls, checked,
+//!   reloaded when the files change.
 //! - [`update`]: the front door of signed updates (`POST /update`): open,
 //!   verify, the checks that need no lock.
 //! - [`dyndns2`]: the front door of `GET /nic/update` for routers,
@@ -54,6 +56,7 @@ pub mod registry;
 pub mod server;
 pub mod state;
 pub mod sweep;
+pub mod tls;
 pub mod update;
 
 pub use server::{build_state, run, Listeners, StartError};

@@ -220,6 +220,11 @@ fn real_main(args: Args) -> anyhow::Result<()> {
                 println!("config: OK ({})", args.config.display());
                 println!("secret: OK (pub id {})", state.keypair.id());
                 println!("registry: OK ({} names)", state.registry.len()?);
+                if let Some(report) =
+                    operator::tls_check(&state.config, std::time::SystemTime::now())?
+                {
+                    print!("{report}");
+                }
                 let n = state
                     .reapply_registry()
                     .await

@@ -365,6 +365,45 @@ pub async fn announce(state: &State) -> Result<String, OperatorError> {
         .map_err(|e| OperatorError::Sbot(e.to_string()))
 }
 
+/// `check`'s part for `[tls]`: loads the certificate and key as a start
+/// would (an error names the file) and reports the certificate's names and
+/// notAfter, with a warning line when it has expired, expires within 14
+/// days, or does not cover `public_url`'s host. `None` without `[tls]`.
+pub fn tls_check(
+    config: &Config,
+    now: std::time::SystemTime,
+) -> Result<Option<String>, crate::tls::TlsError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let loaded = crate::tls::load(&tls.certificate, &tls.key)?;
+    let info = &loaded.info;
+    let mut report = format!(
+        "tls: OK (https on {}, certificate {}, key {})
+         tls certificate: names {}; not after {}; {} certificate(s) in the chain
+",
+        tls.listen,
+        tls.certificate.display(),
+        tls.key.display(),
+        if info.names.is_empty() {
+            "(no DNS names)".to_string()
+        } else {
+            info.names.join(", ")
+        },
+        info.not_after_utc(),
+        info.chain_len,
+    );
+    for warning in crate::tls::warnings(
+        info,
+        &loaded.certified,
+        config.public_host().as_deref(),
+        now,
+    ) {
+        let _ = writeln!(report, "warning: {warning}");
+    }
+    Ok(Some(report))
+}
+
 /// `keygen`: writes a fresh SSB identity to `out` with mode 0600 (never
 /// over an existing file) and returns its id.
 pub fn keygen(out: &Path) -> Result<String, OperatorError> {

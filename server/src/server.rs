@@ -11,6 +11,7 @@ use crate::config::{self, Config, GraphConfig};
 use crate::graph::{self, SocialGraph};
 use crate::registry::{self, Registry};
 use crate::state::{ReapplyError, State};
+use crate::tls::{Tls, TlsError};
 use crate::{api, conn, control, dns};
 
 /// Errors starting the server.
@@ -29,6 +30,12 @@ pub enum StartError {
     /// Re-applying the registry to DNS failed.
     #[error(transparent)]
     Reapply(#[from] ReapplyError),
+    /// The `[tls]` certificate or key cannot be used (the error names the file).
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// `[tls]` and the HTTPS listener handed to [`run`] disagree.
+    #[error("{0}")]
+    TlsListener(&'static str),
     /// A socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -44,6 +51,8 @@ pub enum StartError {
 pub struct Listeners {
     /// HTTP.
     pub http: TcpListener,
+    /// HTTPS: present exactly when the config has `[tls]`.
+    pub https: Option<TcpListener>,
     /// The embedded DNS's UDP socket (only with the `embedded` backend).
     pub dns_udp: Option<UdpSocket>,
     /// The embedded DNS's TCP listener (only with the `embedded` backend).
@@ -57,6 +66,14 @@ impl Listeners {
         let http = TcpListener::bind(config.listen)
             .await
             .map_err(bind_err(config.listen.to_string()))?;
+        let https = match &config.tls {
+            Some(tls) => Some(
+                TcpListener::bind(tls.listen)
+                    .await
+                    .map_err(bind_err(format!("tls {}", tls.listen)))?,
+            ),
+            None => None,
+        };
         let (dns_udp, dns_tcp) = match &config.dns {
             config::DnsConfig::Embedded { listen, .. } => (
                 Some(
@@ -74,6 +91,7 @@ impl Listeners {
         };
         Ok(Listeners {
             http,
+            https,
             dns_udp,
             dns_tcp,
         })
@@ -127,6 +145,26 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    // The certificate first: a broken [tls] stops the start before
+    // anything is served.
+    let https = match (&state.config.tls, listeners.https) {
+        (Some(config), Some(listener)) => {
+            let tls = Arc::new(Tls::new(config)?);
+            warn_about_certificate(&tls, state.config.public_host().as_deref());
+            Some((tls, listener))
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(StartError::TlsListener(
+                "[tls] is configured but no HTTPS listener was given",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(StartError::TlsListener(
+                "an HTTPS listener was given but the config has no [tls]",
+            ))
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut dns_task = None;
     if let (Some(embedded), Some(udp), Some(tcp)) = (embedded, listeners.dns_udp, listeners.dns_tcp)
@@ -147,6 +185,7 @@ pub async fn run(
         graph = state.graph.kind(),
         names = reapplied,
         http = ?listeners.http.local_addr().ok(),
+        https = ?https.as_ref().and_then(|(_, l)| l.local_addr().ok()),
         "peach-dyndns-server ready"
     );
     let control_path = state.config.control_socket.clone();
@@ -178,6 +217,15 @@ pub async fn run(
             let _ = rx.wait_for(|stop| *stop).await;
         }))
     };
+    let mut transports = vec![(listeners.http, conn::Transport::Plain)];
+    let mut tls_task = None;
+    if let Some((tls, listener)) = https {
+        transports.push((listener, conn::Transport::Tls(tls.acceptor())));
+        let mut rx = stop_rx.clone();
+        tls_task = Some(tokio::spawn(tls.watch(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })));
+    }
     let mut http_rx = stop_rx;
     let limits = state.config.http.limits();
     let exempt = state
@@ -186,15 +234,9 @@ pub async fn run(
         .iter()
         .map(|ip| crate::addr::source_of(*ip))
         .collect();
-    let server = conn::serve(
-        api::routes(state),
-        listeners.http,
-        limits,
-        exempt,
-        async move {
-            let _ = http_rx.wait_for(|stop| *stop).await;
-        },
-    );
+    let server = conn::serve_all(api::routes(state), transports, limits, exempt, async move {
+        let _ = http_rx.wait_for(|stop| *stop).await;
+    });
     let http_task = tokio::spawn(server);
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");
@@ -212,6 +254,9 @@ pub async fn run(
         http_task.abort();
     }
     sweep_task.abort();
+    if let Some(task) = tls_task {
+        task.abort();
+    }
     if let Some(task) = control_task {
         task.abort();
         let _ = std::fs::remove_file(&control_path);
@@ -225,6 +270,25 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Logs what is served at start, with a warning for a certificate that
+/// has expired, expires within 14 days, or does not cover `public_url`'s host.
+fn warn_about_certificate(tls: &Tls, public_host: Option<&str>) {
+    let info = tls.info();
+    tracing::info!(
+        names = ?info.names,
+        not_after = %info.not_after_utc(),
+        "TLS certificate loaded"
+    );
+    for warning in crate::tls::warnings(
+        &info,
+        &tls.current(),
+        public_host,
+        std::time::SystemTime::now(),
+    ) {
+        tracing::warn!("{warning}");
+    }
 }
 
 #[cfg(test)]

@@ -109,6 +109,7 @@ impl TestPub {
         let http_addr = http.local_addr().expect("addr");
         let listeners = peach_dyndns_server::Listeners {
             http,
+            https: None,
             dns_udp,
             dns_tcp,
         };

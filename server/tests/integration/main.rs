@@ -16,4 +16,5 @@ mod secondary;
 mod serve;
 mod soak;
 mod ssb;
+mod tls;
 mod v2;

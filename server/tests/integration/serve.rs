@@ -57,6 +57,7 @@ pub async fn start(p: &Pub) -> Running {
     let task = tokio::spawn(async move {
         let listeners = Listeners {
             http,
+            https: None,
             dns_udp: Some(udp),
             dns_tcp: Some(tcp),
         };
