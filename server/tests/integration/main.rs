@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod control;
 mod dns;
+mod hostile;
 mod load;
 mod serve;
 mod ssb;
