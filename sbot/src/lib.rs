@@ -79,7 +79,7 @@ pub mod fuzzing {
     use crate::frame::{self, Header, HEADER_LEN};
 
     /// Reads `stream` as the connection's reader does: a header, then its
-    /// body, until the goodbye, a header [`Header::decode`] refuses, or the
+    /// body, until the goodbye, a header `Header::decode` refuses, or the
     /// end of the bytes; each body goes through the reply decoders. Returns
     /// how many packets were read. Panics if a decoded header does not
     /// encode back to the same header (the property the target checks).
