@@ -139,8 +139,15 @@ impl UpdateMsg {
 }
 
 /// Signs a message given as JSON, whatever it holds (tests sign messages
-/// a server must refuse after the signature checks).
-pub(crate) fn sign_value(msg: Value, keypair: &Keypair) -> SignedUpdate {
+/// a server must refuse after the signature checks; the fuzz targets in
+/// `fuzz/` sign what the fuzzer makes). Not an API: clients sign an
+/// [`UpdateMsg`] with [`UpdateMsg::sign`].
+///
+/// # Panics
+///
+/// When `msg` holds a float (canonical JSON has none).
+#[doc(hidden)]
+pub fn sign_value(msg: Value, keypair: &Keypair) -> SignedUpdate {
     let canonical =
         canonical_bytes(&msg).expect("invariant: a message built in this crate holds no floats");
     let signature = keypair.signing_key().sign(&signing_bytes(&canonical));

@@ -249,6 +249,17 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     if let Some((_, _, why)) = TABLE.iter().find(|(net, p, _)| in_v6(ip, *net, *p)) {
         return Some(why);
     }
+    // 6to4 (RFC 3056) sends its traffic to the IPv4 address in bits
+    // 16..48, so 2002:a00:1:: reaches 10.0.0.1: refused when that address
+    // is not global (2002::/16 is otherwise global unicast).
+    if in_v6(ip, [0x2002, 0, 0, 0, 0, 0, 0, 0], 16) {
+        let [_, high, low, ..] = ip.segments();
+        let [a, b] = high.to_be_bytes();
+        let [c, d] = low.to_be_bytes();
+        if v4_reason(Ipv4Addr::new(a, b, c, d)).is_some() {
+            return Some("6to4 (2002::/16) around a non-global IPv4 address");
+        }
+    }
     // Global unicast is allocated from 2000::/3 only.
     if !in_v6(ip, [0x2000, 0, 0, 0, 0, 0, 0, 0], 3) {
         return Some("not in global unicast space (2000::/3)");
@@ -465,6 +476,33 @@ mod tests {
             "{err}"
         );
         assert!(check_addresses(Some(Ipv4Addr::new(192, 168, 1, 5)), None, true).is_ok());
+    }
+
+    #[test]
+    fn six_to_four_around_a_non_global_ipv4_is_refused() {
+        // Found by the hostile-input suite (issue 10): 2002::/16 is global
+        // unicast space, but 6to4 sends its traffic to the IPv4 address in
+        // bits 16..48, so 2002:a00:1:: reaches 10.0.0.1 and was accepted.
+        for bad in [
+            "2002:a00:1::",
+            "2002:c0a8:101::1",
+            "2002:7f00:1::1",
+            "2002:6440:1::1",
+            "2002:a9fe:101::1",
+            "2002:e000:1::1",
+            "2002::1",
+        ] {
+            let ip: IpAddr = bad.parse().expect(bad);
+            let reason = non_global_reason(ip).unwrap_or_else(|| panic!("{bad} should be refused"));
+            assert!(reason.starts_with("6to4"), "{bad}: {reason}");
+        }
+        let err = check_addresses(None, Some("2002:c0a8:101::1".parse().expect("ip6")), false)
+            .expect_err("6to4 around 192.168.1.1");
+        assert_eq!(err.code(), ErrorCode::InvalidIp);
+        assert!(err.to_string().contains("6to4 (2002::/16)"), "{err}");
+        // Around a global IPv4 address it stays acceptable.
+        let ip: IpAddr = "2002:1818:1818::1".parse().expect("ip6");
+        assert_eq!(non_global_reason(ip), None);
     }
 
     #[test]

@@ -71,3 +71,41 @@ pub mod secret;
 pub use client::{Sbot, SbotConfig, MAIN_NETWORK_KEY};
 pub use conn::Source;
 pub use error::SbotError;
+
+/// The muxrpc decoding a peer's bytes meet, for the fuzz targets in
+/// `fuzz/` (cargo-fuzz) only: not an API, and it may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::frame::{self, Header, HEADER_LEN};
+
+    /// Reads `stream` as the connection's reader does: a header, then its
+    /// body, until the goodbye, a header `Header::decode` refuses, or the
+    /// end of the bytes; each body goes through the reply decoders. Returns
+    /// how many packets were read. Panics if a decoded header does not
+    /// encode back to the same header (the property the target checks).
+    pub fn read_packets(mut stream: &[u8]) -> usize {
+        let mut packets = 0;
+        while let Some((head, rest)) = stream.split_first_chunk::<HEADER_LEN>() {
+            let Ok(header) = Header::decode(head) else {
+                break;
+            };
+            assert_eq!(
+                Header::decode(&header.encode()),
+                Ok(header),
+                "a decoded header encodes back to itself"
+            );
+            if header.is_goodbye() {
+                break;
+            }
+            let len = usize::try_from(header.body_len).unwrap_or(usize::MAX);
+            let Some(body) = rest.get(..len) else {
+                break;
+            };
+            let _ = frame::body_value(header.body_type, body);
+            let _ = frame::error_message(header.body_type, body);
+            stream = &rest[len..];
+            packets += 1;
+        }
+        packets
+    }
+}

@@ -29,7 +29,9 @@ use crate::http::reply;
 use crate::pipeline::{self, Action, ApiError, Auth, Request};
 use crate::State;
 
-fn basic_auth(header: Option<&str>) -> Option<(String, String)> {
+/// The user and password of an `Authorization: Basic …` header.
+#[doc(hidden)] // Public for the fuzz targets in fuzz/ only; not an API.
+pub fn basic_auth(header: Option<&str>) -> Option<(String, String)> {
     let encoded = header?.strip_prefix("Basic ")?;
     let decoded = B64.decode(encoded.trim()).ok()?;
     let text = String::from_utf8(decoded).ok()?;
@@ -63,17 +65,18 @@ pub async fn handle(
         return answer(state, vec!["badauth".into()], 401);
     };
     if let Some(ip) = peer {
-        if state.failures_left(ip).is_err() {
-            return answer(state, vec!["abuse".into()], 429);
+        if let Err(wait) = state.failures_left(ip) {
+            // A 429 says when to come back, as the update API's does
+            // (found by the hostile-input suite: it said nothing).
+            let mut resp = answer(state, vec!["abuse".into()], 429);
+            if let Some(secs) = ApiError::rate_limited(wait).retry_after {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return resp;
         }
     }
-    let hostnames: Vec<String> = match query.get("hostname") {
-        Some(h) if !h.is_empty() => h
-            .split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
-            .collect(),
-        _ => vec![user.to_ascii_lowercase()],
-    };
+    let hostnames = hostnames(query.get("hostname").map(String::as_str), &user);
     let (ip, ip6) = match addresses(query.get("myip").map(String::as_str), peer) {
         Ok(pair) => pair,
         Err(()) => return answer(state, vec!["dnserr".into()], 200),
@@ -91,9 +94,36 @@ pub async fn handle(
     answer(state, lines, status)
 }
 
+/// The hostnames of `hostname` (comma-separated, lower-cased); without it,
+/// the Basic auth user.
+#[doc(hidden)] // Public for the fuzz targets in fuzz/ only; not an API.
+pub fn hostnames(hostname: Option<&str>, user: &str) -> Vec<String> {
+    match hostname {
+        Some(h) if !h.is_empty() => h
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .collect(),
+        _ => vec![user.to_ascii_lowercase()],
+    }
+}
+
+/// The label of `host` under `domain` (a trailing dot allowed), if it is
+/// one valid label directly under the zone.
+#[doc(hidden)] // Public for the fuzz targets in fuzz/ only; not an API.
+pub fn label_of<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    let name = host
+        .trim_end_matches('.')
+        .strip_suffix(domain)?
+        .strip_suffix('.')?;
+    rules::check_label(name).ok()?;
+    Some(name)
+}
+
 /// Reads `myip` (an IPv4, an IPv6, or both comma-separated); without it,
 /// the request's own address.
-fn addresses(
+#[doc(hidden)] // Public for the fuzz targets in fuzz/ only; not an API.
+#[allow(clippy::result_unit_err)] // Whatever is wrong, the answer is `dnserr`.
+pub fn addresses(
     myip: Option<&str>,
     peer: Option<IpAddr>,
 ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), ()> {
@@ -127,13 +157,9 @@ async fn update_one(
     ip6: Option<Ipv6Addr>,
     peer: Option<IpAddr>,
 ) -> String {
-    let suffix = format!(".{}", state.config.domain);
-    let Some(name) = host.trim_end_matches('.').strip_suffix(&suffix) else {
+    let Some(name) = label_of(host, &state.config.domain) else {
         return "notfqdn".into();
     };
-    if rules::check_label(name).is_err() {
-        return "notfqdn".into();
-    }
     let entry = match state.registry.get(name) {
         Ok(Some(e)) => e,
         Ok(None) => return "nohost".into(),
@@ -231,6 +257,29 @@ mod tests {
         assert!(addresses(Some("1.1.1.1,2.2.2.2"), None).is_err());
         assert!(addresses(Some("junk"), None).is_err());
         assert!(addresses(None, None).is_err());
+    }
+
+    #[test]
+    fn reads_hostnames_and_their_labels() {
+        let d = "peach.dinosaur.is";
+        assert_eq!(
+            hostnames(None, "A.Peach.Dinosaur.Is"),
+            ["a.peach.dinosaur.is"]
+        );
+        assert_eq!(hostnames(Some(" X.b , c"), "u"), ["x.b", "c"]);
+        assert_eq!(label_of("eb4890.peach.dinosaur.is.", d), Some("eb4890"));
+        for host in [
+            "peach.dinosaur.is",
+            ".peach.dinosaur.is",
+            "eb4890peach.dinosaur.is",
+            "a.b.peach.dinosaur.is",
+            "a..peach.dinosaur.is",
+            "*.peach.dinosaur.is",
+            "EB4890.peach.dinosaur.is",
+            "eb4890.peach.dinosaur.is.evil",
+        ] {
+            assert_eq!(label_of(host, d), None, "{host}");
+        }
     }
 
     #[test]

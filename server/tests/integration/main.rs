@@ -10,6 +10,7 @@ mod dns;
 mod dnssec;
 mod faults;
 mod held;
+mod hostile;
 mod load;
 mod real;
 mod secondary;
