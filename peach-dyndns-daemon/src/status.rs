@@ -147,6 +147,9 @@ pub struct Status {
     pub dns_verified: bool,
     /// What the DNS check found, in words.
     pub dns_detail: Option<String>,
+    /// When the pub's DNS was last asked (Unix seconds).
+    #[serde(default)]
+    pub dns_checked_at: Option<u64>,
     /// Retries stopped until the config changes (an error retrying
     /// cannot fix).
     pub parked: bool,
@@ -154,6 +157,10 @@ pub struct Status {
     pub failures: u32,
     /// Checks made since start.
     pub checks: u64,
+    /// The recent events (the `events` RPC returns them, newest first);
+    /// not in the status JSON.
+    #[serde(skip)]
+    pub events: crate::events::EventLog,
 }
 
 impl Status {
