@@ -99,7 +99,7 @@ const REASONS = {
   unreachable: "The pub cannot be reached. Check this Pi's internet connection; if it works, the pub may be down. The Pi keeps trying by itself.",
   bad_answer: "Something answered at the pub's address, but not as a dynamic DNS pub does. The pub's address may have changed; look for pubs again under Setup.",
   no_pub: "This Pi has not seen the pub's announcement yet. Accept the pub's invite under Setup, then give its feed a minute to arrive.",
-  no_address: "This Pi could not find its own public address. Check its internet connection.",
+  no_address: "This Pi could not find its own public address: none of its address sources answered, the pub among them. Check this Pi's internet connection; if it works, the pub may be down. The Pi keeps trying by itself.",
   sbot: "The Pi's own Scuttlebutt server does not answer. Check that it is running.",
   secret: "The Pi's Scuttlebutt key cannot be read (or others can read it). Check the key file's owner and mode.",
   dns_mismatch: "The pub accepted this Pi's address, but its DNS does not answer with it. The Pi checks again by itself; if this stays, tell the pub's operator.",
@@ -536,11 +536,17 @@ async function save(ev) {
   $("save").disabled = true;
   try {
     await rpc("configure", params);
-    say("save-msg", "Saved. Registering " + name + "." + p.domain + "…", "ok");
-    showView("status");
-    showStatus(await rpc("update_now"));
     say("save-msg", "Saved.", "ok");
-    refreshStatus();
+    say("action-msg", "Saved. Registering " + name + "." + p.domain + "…", "ok");
+    showView("status");
+    // The daemon checks at once after a config change; follow it closely
+    // for a few seconds instead of waiting for the next poll.
+    for (let i = 0; i < 10; i++) {
+      await refreshStatus();
+      if (lastStatus && lastStatus.state !== "working" && lastStatus.state !== "unconfigured") break;
+      await new Promise((r) => setTimeout(r, 700));
+    }
+    say("action-msg", "");
   } catch (e) {
     say("save-msg", e.message, "bad");
   } finally {

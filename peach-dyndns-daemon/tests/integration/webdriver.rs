@@ -393,6 +393,13 @@ impl Browser {
         }
     }
 
+    /// Sets the window's outer size in CSS pixels (headless: the viewport).
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.post("/window/rect", json!({"width": width, "height": height}))
+            .await
+            .unwrap_or_else(|e| panic!("setting the window to {width}×{height}: {e}"));
+    }
+
     /// Ends the session (Chromium closes), then stops chromedriver.
     pub async fn quit(self) {
         // Best effort: the drop below stops whatever is left either way.
