@@ -401,7 +401,7 @@ async function copyText(text, button) {
     await navigator.clipboard.writeText(text);
     ok = true;
   } catch (_) {
-    // No clipboard API (plain http:// to a name other than localhost):
+    // No clipboard API (plain HTTP to a name other than localhost):
     // select the id so the owner can copy it by hand.
     const code = button.previousElementSibling;
     const range = document.createRange();
@@ -558,6 +558,8 @@ async function save(ev) {
 
 function showView(view) {
   const setup = view === "setup";
+  // A new view starts at its top (Save is at the bottom of Setup).
+  if ($("setup-view").hidden === setup) window.scrollTo(0, 0);
   $("status-view").hidden = setup;
   $("setup-view").hidden = !setup;
   for (const [id, on] of [["nav-status", !setup], ["nav-setup", setup]]) {
