@@ -140,6 +140,10 @@ pub struct Status {
     /// was not signed by the pub, an echo service that failed, …).
     #[serde(default)]
     pub skipped_sources: Vec<String>,
+    /// The recent events (the `events` RPC returns them, newest first);
+    /// not in the status JSON.
+    #[serde(skip)]
+    pub events: crate::events::EventLog,
     /// When the next check is due; `None` while waiting for a config
     /// change.
     pub next_check_at: Option<u64>,
@@ -157,10 +161,6 @@ pub struct Status {
     pub failures: u32,
     /// Checks made since start.
     pub checks: u64,
-    /// The recent events (the `events` RPC returns them, newest first);
-    /// not in the status JSON.
-    #[serde(skip)]
-    pub events: crate::events::EventLog,
 }
 
 impl Status {

@@ -153,10 +153,14 @@ function showTls(tls) {
   const parts = [];
   const names = Array.isArray(tls.names) ? tls.names.join(", ") : "";
   const state = String(tls.state || "");
+  const hasCert = tls.not_after !== undefined && tls.not_after !== null;
   const words = {
-    valid: "certificate valid", ok: "certificate valid", issued: "certificate valid",
-    renewing: "renewing the certificate", pending: "getting a certificate", issuing: "getting a certificate",
-    error: "certificate problem", failed: "certificate problem", none: "no certificate yet", disabled: "turned off",
+    valid: "certificate valid",
+    waiting: "waiting for the name to work before getting a certificate",
+    ordering: hasCert ? "renewing the certificate" : "getting a certificate",
+    renewing: "renewing the certificate",
+    error: "certificate problem",
+    disabled: "turned off",
   };
   parts.push(document.createTextNode((words[state] || state || "certificate") + (names ? " for " + names : "")));
   const notAfter = typeof tls.not_after === "number" ? tls.not_after
@@ -168,6 +172,10 @@ function showTls(tls) {
     delete t.dataset.at;
     parts.push(t);
     parts.push(document.createTextNode(" (" + relative(notAfter) + ")"));
+  }
+  if (typeof tls.next_attempt_at === "number" && state !== "valid") {
+    parts.push(document.createTextNode("; next try "));
+    parts.push(timeElement(tls.next_attempt_at));
   }
   if (tls.last_error) {
     const err = document.createElement("span");

@@ -486,6 +486,43 @@ async fn story(tag: &str, width: u32, height: u32) {
     shot(&b, &format!("{tag}-3-online.png")).await;
     axe(&b, &format!("the status view ({width} px)")).await;
 
+    // The HTTPS part, as the status's `tls` (the ACME part) gives it, and
+    // its absence, through the page's own renderer.
+    let tls = b
+        .execute(
+            r#"const fqdn = arguments[0];
+            const el = document.getElementById("tls");
+            const now = Math.floor(Date.now() / 1000);
+            const seen = () => ({ shown: !el.hidden, text: el.textContent });
+            showTls({ state: "valid", names: [fqdn], not_after: now + 60 * 86400,
+                      next_attempt_at: now + 30 * 86400, last_error: null });
+            const valid = seen();
+            showTls({ state: "error", names: [fqdn], not_after: null,
+                      next_attempt_at: now + 600, last_error: "the ACME server said no" });
+            const error = seen();
+            showTls(undefined);
+            const absent = seen();
+            return { valid, error, absent };"#,
+            json!([format!("eb4890.{DOMAIN}")]),
+        )
+        .await;
+    let valid = tls["valid"]["text"].as_str().unwrap_or_default();
+    assert_eq!(tls["valid"]["shown"], true, "{tls:#}");
+    assert!(
+        valid.starts_with(&format!(
+            "certificate valid for eb4890.{DOMAIN}; valid until "
+        )) && valid.contains("(in 2 months)"),
+        "{tls:#}"
+    );
+    let error = tls["error"]["text"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("certificate problem")
+            && error.contains("next try in 10 minutes")
+            && error.ends_with("last error: the ACME server said no"),
+        "{tls:#}"
+    );
+    assert_eq!(tls["absent"]["shown"], false, "{tls:#}");
+
     // The pub goes away: red, with the reason in words, by itself.
     pub_.server.stop().await;
     let p = wait_panel(&b, "the error state", TO_ERROR, |p| p["dot"] == "dot error").await;
@@ -531,9 +568,14 @@ async fn story(tag: &str, width: u32, height: u32) {
         "{events:#}"
     );
 
-    // Release: asked first; "Keep it" changes nothing.
-    b.find("#release").await.click().await;
+    // Release: asked first, from the keyboard (Enter on the button);
+    // Escape, like "Keep it", changes nothing.
+    b.find("#release").await.send_keys("\u{E007}").await;
     let p = wait_panel(&b, "the confirmation", LOAD, |p| p["dialog_open"] == true).await;
+    let focused = b
+        .execute("return document.activeElement.id;", json!([]))
+        .await;
+    assert_eq!(focused, "release-cancel", "the dialog takes the focus");
     let question = b.find("#release-text").await.text().await;
     assert!(
         question.contains(&format!("eb4890.{DOMAIN}"))
@@ -542,7 +584,8 @@ async fn story(tag: &str, width: u32, height: u32) {
     );
     assert_eq!(p["dot"], "dot online", "{p:#}");
     shot(&b, &format!("{tag}-5-release-confirm.png")).await;
-    b.find("#release-cancel").await.click().await;
+    axe(&b, &format!("the release dialog ({width} px)")).await;
+    b.find("#release-cancel").await.send_keys("\u{E00C}").await;
     let p = wait_panel(&b, "the dialog closed", LOAD, |p| p["dialog_open"] == false).await;
     assert_eq!(p["dot"], "dot online", "{p:#}");
     assert_eq!(
