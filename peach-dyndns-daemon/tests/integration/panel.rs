@@ -485,6 +485,17 @@ async fn story(tag: &str, width: u32, height: u32) {
     assert!(fits(&p), "no horizontal scrolling at {width} px: {p:#}");
     shot(&b, &format!("{tag}-3-online.png")).await;
     axe(&b, &format!("the status view ({width} px)")).await;
+    // The same in the dark scheme (its own colours).
+    b.color_scheme("dark").await;
+    let bg = b
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(bg, "rgb(22, 22, 22)", "the dark scheme applies");
+    axe(&b, &format!("the status view, dark ({width} px)")).await;
+    b.color_scheme("light").await;
 
     // The HTTPS part, as the status's `tls` (the ACME part) gives it, and
     // its absence, through the page's own renderer.
@@ -750,6 +761,9 @@ async fn panel_marks_two_pubs_claiming_one_domain() {
     assert_eq!(p["dot"], "dot unconfigured", "{p:#}");
     shot(&b, "conflict.png").await;
     axe(&b, "the setup view with two pubs claiming one domain").await;
+    b.color_scheme("dark").await;
+    axe(&b, "the setup view with two pubs claiming one domain, dark").await;
+    shot(&b, "conflict-dark.png").await;
 
     b.quit().await;
     d.stop().await;

@@ -400,6 +400,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("setting the window to {width}×{height}: {e}"));
     }
 
+    /// Emulates the system's colour scheme (`"dark"`, `"light"`, or `""`
+    /// for none) through chromedriver's DevTools passthrough.
+    pub async fn color_scheme(&self, scheme: &str) {
+        self.post(
+            "/goog/cdp/execute",
+            json!({"cmd": "Emulation.setEmulatedMedia",
+                   "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]}}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("emulating prefers-color-scheme: {scheme}: {e}"));
+    }
+
     /// Ends the session (Chromium closes), then stops chromedriver.
     pub async fn quit(self) {
         // Best effort: the drop below stops whatever is left either way.
