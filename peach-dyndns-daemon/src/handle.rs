@@ -33,6 +33,10 @@ pub enum HandleError {
     /// The loop did not finish the check in time.
     #[error("the update did not finish within {} s", .0.as_secs())]
     Timeout(Duration),
+    /// The release was not made (no name held, the pub refused or could
+    /// not be reached).
+    #[error("{0}")]
+    Release(String),
 }
 
 /// What the RPC handlers (and signals, and tests) share with the loop: the config, the status, and
@@ -156,6 +160,42 @@ impl Handle {
             .map_err(|_| HandleError::Stopping)?;
         match tokio::time::timeout(UPDATE_NOW_TIMEOUT, rx).await {
             Ok(Ok(status)) => Ok(status),
+            Ok(Err(_)) => Err(HandleError::Stopping),
+            Err(_) => Err(HandleError::Timeout(UPDATE_NOW_TIMEOUT)),
+        }
+    }
+
+    /// The recent events, newest first.
+    pub fn events(&self) -> Vec<crate::events::Event> {
+        self.status.borrow().events.newest_first()
+    }
+
+    /// The owner's release: removes the name from the config (so the loop
+    /// stops registering it; the pub stays chosen), then has the loop send
+    /// a signed `release` for the name the state file holds. A pub that
+    /// refuses or cannot be reached leaves the name held (and in the state
+    /// file), so the owner can try again.
+    pub async fn release(&self) -> Result<Status, HandleError> {
+        let config = self.config();
+        let reg = &config.registration;
+        if reg.name.is_some() {
+            self.configure(RegistrationEdit {
+                name: None,
+                pub_id: reg.pub_id.map(|id| id.to_string()),
+                url: reg.url.as_ref().map(|u| u.to_string()),
+                domain: reg.domain.clone(),
+                enabled: None,
+            })
+            .await?;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Release(tx))
+            .await
+            .map_err(|_| HandleError::Stopping)?;
+        match tokio::time::timeout(UPDATE_NOW_TIMEOUT, rx).await {
+            Ok(Ok(Ok(status))) => Ok(status),
+            Ok(Ok(Err(why))) => Err(HandleError::Release(why)),
             Ok(Err(_)) => Err(HandleError::Stopping),
             Err(_) => Err(HandleError::Timeout(UPDATE_NOW_TIMEOUT)),
         }

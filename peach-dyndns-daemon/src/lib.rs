@@ -55,6 +55,7 @@ pub mod configure;
 pub mod daemon;
 pub mod directory;
 pub mod dns;
+pub mod events;
 pub mod handle;
 pub mod ip;
 pub mod led;

@@ -134,6 +134,23 @@ pub trait PubApi: Send + Sync {
         update_url: &'a Url,
         label: &'a str,
     ) -> BoxFuture<'a, Result<serde_json::Value, UpdateError>>;
+
+    /// `GET <update url>/../health`: the pub's own health answer (a JSON
+    /// object with `ok` and `domain`), for the panel's "reachable". A
+    /// fake that does not answer it says so.
+    fn health<'a>(
+        &'a self,
+        update_url: &'a Url,
+    ) -> BoxFuture<'a, Result<serde_json::Value, UpdateError>> {
+        Box::pin(async move {
+            Err(UpdateError::BadAnswer {
+                url: update_url.to_string(),
+                status: 0,
+                detail: "this pub API has no health check".into(),
+                retry_after: None,
+            })
+        })
+    }
 }
 
 /// The pub's `GET /ip`, beside its update URL (`…/update` → `…/ip`).
@@ -220,6 +237,34 @@ impl HttpPubApi {
     }
 }
 
+impl HttpPubApi {
+    async fn get_health(&self, update_url: &Url) -> Result<serde_json::Value, UpdateError> {
+        let url = update_url
+            .join("health")
+            .map_err(|e| UpdateError::BadAnswer {
+                url: update_url.to_string(),
+                status: 0,
+                detail: format!("cannot build the /health URL: {e}"),
+                retry_after: None,
+            })?;
+        let response = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| UpdateError::Unreachable {
+                url: url.to_string(),
+                detail: describe_reqwest(&e),
+            })?;
+        let (status, retry_after, value) = read_json(&url, response).await?;
+        if status == 200 && value.get("ok").and_then(|v| v.as_bool()) == Some(true) {
+            return Ok(value);
+        }
+        Err(refusal(&url, status, retry_after, &value))
+    }
+}
+
 impl PubApi for HttpPubApi {
     fn send_update<'a>(
         &'a self,
@@ -235,6 +280,13 @@ impl PubApi for HttpPubApi {
         label: &'a str,
     ) -> BoxFuture<'a, Result<serde_json::Value, UpdateError>> {
         Box::pin(self.get_name(update_url, label))
+    }
+
+    fn health<'a>(
+        &'a self,
+        update_url: &'a Url,
+    ) -> BoxFuture<'a, Result<serde_json::Value, UpdateError>> {
+        Box::pin(self.get_health(update_url))
     }
 }
 

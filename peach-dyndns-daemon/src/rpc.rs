@@ -12,6 +12,9 @@
 //! | `list_pubs` | none | `[{pub_id, domain, url, ttl?, origin, conflict, same_domain_as?}]`: full ids and URLs; only pubs the Pi follows |
 //! | `check_name` | `{name, pub_id?}` | `{name, fqdn, available, reason?, yours, …}`; `yours` from the daemon's own state |
 //! | `accept_invite` | `{invite}` | `true` |
+//! | `events` | none | `[{at, kind, message, count, code?, first_at?}]`, newest first (at most 50) |
+//! | `release` | `{confirm: true}` | the status after the pub accepted the release |
+//! | `check_pub` | `{pub_id}` | `{pub_id, url, reachable, domain?, domain_matches?, detail?}` |
 //!
 //! Errors besides JSON-RPC's own (−32700 parse error, −32600 invalid
 //! request, −32601 method not found, −32602 invalid params) use the block
@@ -48,6 +51,9 @@ pub mod codes {
     pub const STOPPING: i64 = -32007;
     /// The operation did not finish in time.
     pub const TIMEOUT: i64 = -32008;
+    /// The release was not made (no name held; the pub refused or could
+    /// not be reached).
+    pub const RELEASE: i64 = -32009;
 }
 
 fn error(code: i64, message: impl Into<String>) -> Error {
@@ -97,6 +103,7 @@ fn handle_error(e: HandleError) -> Error {
         HandleError::Directory(e) => error(codes::SBOT, e.to_string()),
         HandleError::Stopping => error(codes::STOPPING, e.to_string()),
         HandleError::Timeout(_) => error(codes::TIMEOUT, e.to_string()),
+        HandleError::Release(_) => error(codes::RELEASE, e.to_string()),
     }
 }
 
@@ -145,6 +152,23 @@ struct CheckNameParams {
 struct InviteParams {
     /// `host:port:@key~seed`.
     invite: String,
+}
+
+/// `release`'s params: the owner said yes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseParams {
+    /// Must be `true`: a release cannot be undone (another Pi may take
+    /// the name).
+    confirm: bool,
+}
+
+/// `check_pub`'s params.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckPubParams {
+    /// The pub to ask (one of `list_pubs`).
+    pub_id: String,
 }
 
 /// Builds the handler with every method bound to `shared`.
@@ -226,6 +250,39 @@ pub fn handler(shared: Arc<Handle>) -> IoHandler {
         async move {
             let p: CheckNameParams = named(params)?;
             check_name(&s, p).await
+        }
+    });
+
+    let s = shared.clone();
+    io.add_method("events", move |params: Params| {
+        let s = s.clone();
+        async move {
+            no_params(params)?;
+            to_value(&s.events())
+        }
+    });
+
+    let s = shared.clone();
+    io.add_method("release", move |params: Params| {
+        let s = s.clone();
+        async move {
+            let p: ReleaseParams = named(params)?;
+            if !p.confirm {
+                return Err(invalid_params(
+                    "confirm: must be true (a released name may be taken by another Pi)",
+                ));
+            }
+            let status = s.release().await.map_err(handle_error)?;
+            to_value(&status)
+        }
+    });
+
+    let s = shared.clone();
+    io.add_method("check_pub", move |params: Params| {
+        let s = s.clone();
+        async move {
+            let p: CheckPubParams = named(params)?;
+            check_pub(&s, p).await
         }
     });
 
@@ -311,5 +368,40 @@ async fn check_name(s: &Handle, p: CheckNameParams) -> Result<Value, Error> {
     out.insert("name".into(), Value::from(p.name));
     out.insert("fqdn".into(), Value::from(fqdn));
     out.insert("yours".into(), Value::Bool(yours));
+    Ok(Value::Object(out))
+}
+
+/// Asks a listed pub's `GET /health`: whether it answers, and whether the
+/// zone it serves is the one it announces.
+async fn check_pub(s: &Handle, p: CheckPubParams) -> Result<Value, Error> {
+    let pub_id: PublicKey = p
+        .pub_id
+        .parse()
+        .map_err(|e| invalid_params(format!("pub_id: {e}")))?;
+    let pubs = s.list_pubs().await.map_err(handle_error)?;
+    let Some(pub_) = pubs.into_iter().find(|a| a.pub_id == pub_id) else {
+        return Err(error(
+            codes::UNKNOWN_PUB,
+            format!("{pub_id} is not among the pubs this Pi knows (see list_pubs)"),
+        ));
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("pub_id".into(), Value::from(pub_id.to_string()));
+    out.insert("url".into(), Value::from(pub_.url.to_string()));
+    match s.services().pub_api.health(&pub_.url).await {
+        Ok(answer) => {
+            out.insert("reachable".into(), Value::Bool(true));
+            if let Some(domain) = answer.get("domain").and_then(Value::as_str) {
+                let matches =
+                    rules::normalize_domain(domain) == rules::normalize_domain(&pub_.domain);
+                out.insert("domain".into(), Value::from(domain));
+                out.insert("domain_matches".into(), Value::Bool(matches));
+            }
+        }
+        Err(e) => {
+            out.insert("reachable".into(), Value::Bool(false));
+            out.insert("detail".into(), Value::from(e.to_string()));
+        }
+    }
     Ok(Value::Object(out))
 }

@@ -140,6 +140,10 @@ pub struct Status {
     /// was not signed by the pub, an echo service that failed, …).
     #[serde(default)]
     pub skipped_sources: Vec<String>,
+    /// The recent events (the `events` RPC returns them, newest first);
+    /// not in the status JSON.
+    #[serde(skip)]
+    pub events: crate::events::EventLog,
     /// When the next check is due; `None` while waiting for a config
     /// change.
     pub next_check_at: Option<u64>,
@@ -147,6 +151,9 @@ pub struct Status {
     pub dns_verified: bool,
     /// What the DNS check found, in words.
     pub dns_detail: Option<String>,
+    /// When the pub's DNS was last asked (Unix seconds).
+    #[serde(default)]
+    pub dns_checked_at: Option<u64>,
     /// Retries stopped until the config changes (an error retrying
     /// cannot fix).
     pub parked: bool,

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::config::{max_interval, Config};
 use crate::directory::{DirectoryError, PubDirectory};
 use crate::dns::DnsCheck;
+use crate::events::EventKind;
 use crate::ip::{Addresses, Discover, PubIp};
 use crate::pubapi::{ip_url, Accepted, PubApi, UpdateError, MAX_RETRY_AFTER};
 use crate::secret::load_secret;
@@ -96,6 +97,9 @@ pub enum Command {
     /// Check and send now, even if nothing changed and even when parked;
     /// the status after the check is sent back.
     UpdateNow(oneshot::Sender<Status>),
+    /// Give up the name this Pi holds (from the state file) at its pub;
+    /// the status after it, or why it failed, is sent back.
+    Release(oneshot::Sender<Result<Status, String>>),
 }
 
 /// When the loop wakes next.
@@ -330,6 +334,12 @@ impl Updater {
         self.status.send_modify(f);
     }
 
+    /// Records an event in the status's bounded log.
+    fn event(&self, kind: EventKind, code: Option<&str>, message: String) {
+        let at = self.now_s();
+        self.set(|s| s.events.push(at, kind, code, message));
+    }
+
     /// A config change: stop parking, forget failures, re-read the secret,
     /// and follow a moved state file.
     pub fn config_changed(&mut self, old: &Config, new: &Config) {
@@ -388,6 +398,22 @@ impl Updater {
                     Some(Command::UpdateNow(reply)) => {
                         force = true;
                         waiting.push(reply);
+                    }
+                    Some(Command::Release(reply)) => {
+                        let result = {
+                            let release = self.release(&config);
+                            tokio::pin!(release);
+                            tokio::select! {
+                                r = &mut release => Some(r),
+                                _ = &mut shutdown => None,
+                            }
+                        };
+                        let Some(result) = result else {
+                            let _ = reply.send(Err("the daemon is stopping".into()));
+                            break;
+                        };
+                        let _ = reply.send(result.map(|()| self.status()));
+                        continue;
                     }
                     None => {
                         commands_open = false;
@@ -540,18 +566,7 @@ impl Updater {
         keypair: &Keypair,
         target: &Target,
     ) -> Result<(), Failure> {
-        let old = (|| {
-            let s = &self.state;
-            Some((
-                Target {
-                    pub_id: s.pub_id.as_deref()?.parse().ok()?,
-                    url: Url::parse(s.url.as_deref()?).ok()?,
-                    domain: s.domain.clone()?,
-                },
-                s.name.clone()?,
-            ))
-        })();
-        let Some((old, old_name)) = old else {
+        let Some((old, old_name)) = self.held() else {
             return Ok(());
         };
         tracing::info!(name = %old_name, domain = %old.domain, "releasing the name registered before");
@@ -572,6 +587,25 @@ impl Updater {
                 tracing::warn!(error = %e, "could not release the old name; forgetting it");
             }
         }
+        self.forget_registration();
+        Ok(())
+    }
+
+    /// The name the state file says this Pi holds, and where.
+    fn held(&self) -> Option<(Target, String)> {
+        let s = &self.state;
+        Some((
+            Target {
+                pub_id: s.pub_id.as_deref()?.parse().ok()?,
+                url: Url::parse(s.url.as_deref()?).ok()?,
+                domain: s.domain.clone()?,
+            },
+            s.name.clone()?,
+        ))
+    }
+
+    /// Forgets the registration in the state file (after a release).
+    fn forget_registration(&mut self) {
         let s = &mut self.state;
         s.fqdn = None;
         s.name = None;
@@ -583,7 +617,56 @@ impl Updater {
         s.dns_verified = false;
         self.save();
         self.set(|s| s.registered = None);
-        Ok(())
+    }
+
+    /// The owner's release: sends a signed `release` for the name the
+    /// state file holds to the pub that holds it, and forgets it once the
+    /// pub accepted. A refusal or an unreachable pub changes nothing (the
+    /// owner may try again).
+    pub async fn release(&mut self, config: &Config) -> Result<(), String> {
+        let Some((target, name)) = self.held() else {
+            return Err("this Pi holds no name at any pub".into());
+        };
+        let fqdn = format!("{name}.{}", target.domain);
+        let keypair = self.keypair(config)?;
+        tracing::info!(%fqdn, "releasing the name (asked by the owner)");
+        match self
+            .send(&keypair, &target, &name, Op::Release, Addresses::default())
+            .await
+        {
+            Ok(_) => {
+                self.forget_registration();
+                self.announced = None;
+                self.verify_until = None;
+                self.set(|s| {
+                    s.fqdn = None;
+                    s.url = None;
+                    s.ip = None;
+                    s.ip6 = None;
+                    s.dns_verified = false;
+                    s.dns_detail = None;
+                    s.online = false;
+                    if s.state == Phase::Online || s.state == Phase::Working {
+                        s.state = Phase::Unconfigured;
+                    }
+                });
+                self.event(
+                    EventKind::Released,
+                    None,
+                    format!("{fqdn} was released; the pub no longer answers for it"),
+                );
+                Ok(())
+            }
+            Err(failure) => {
+                let message = format!("releasing {fqdn}: {failure}");
+                self.event(
+                    EventKind::Failed,
+                    Some(failure.problem().as_str()),
+                    message.clone(),
+                );
+                Err(message)
+            }
+        }
     }
 
     fn keypair(&mut self, config: &Config) -> Result<Keypair, String> {
@@ -818,6 +901,23 @@ impl Updater {
         let now_s = self.now_s();
         let fqdn = format!("{name}.{}", target.domain);
         let pub_text = target.pub_id.to_string();
+        let before = Addresses {
+            ip: self.state.ip,
+            ip6: self.state.ip6,
+        };
+        let same_name = self.state.fqdn.as_deref() == Some(fqdn.as_str());
+        if same_name && before != addrs && (before.ip.is_some() || before.ip6.is_some()) {
+            self.event(
+                EventKind::AddressChanged,
+                None,
+                format!("this Pi's address changed from {before} to {addrs}"),
+            );
+        }
+        self.event(
+            EventKind::Accepted,
+            None,
+            format!("the pub accepted {fqdn} → {addrs}"),
+        );
         self.state.fqdn = Some(fqdn);
         self.state.pub_id = Some(pub_text);
         self.state.name = Some(name.to_string());
@@ -902,10 +1002,19 @@ impl Updater {
             self.save();
         }
         let within_window = self.verify_until.is_some_and(|t| now < t);
+        let checked_at = self.now_s();
         self.set(|s| {
             s.dns_verified = ok;
             s.dns_detail = Some(detail.clone());
+            s.dns_checked_at = Some(checked_at);
         });
+        if ok && !was_verified {
+            self.event(
+                EventKind::DnsVerified,
+                None,
+                format!("the pub's DNS answers {fqdn} with this Pi's address ({detail})"),
+            );
+        }
         if ok {
             self.verify_until = None;
             self.set(|s| {
@@ -927,6 +1036,11 @@ impl Updater {
             "the pub accepted the update, but its DNS does not show it"
         };
         tracing::warn!(%fqdn, %detail, "{words}");
+        self.event(
+            EventKind::DnsMismatch,
+            Some(Problem::DnsMismatch.as_str()),
+            format!("{words}: {detail}"),
+        );
         self.set(|s| {
             s.state = Phase::Error;
             s.online = false;
@@ -969,6 +1083,11 @@ impl Updater {
             Next::Wait
         };
         let parked = self.parked.is_some();
+        let kind = match problem {
+            Problem::Refused(_) => EventKind::Refused,
+            _ => EventKind::Failed,
+        };
+        self.event(kind, Some(code), message.clone());
         self.set(|s| {
             s.state = Phase::Error;
             s.online = false;

@@ -851,3 +851,61 @@ async fn dns_is_checked_at_every_check() {
     run.stop().await;
     assert!(!saved(&world).dns_verified);
 }
+
+/// The event log: an accepted update and the DNS answering, an address
+/// change, a failure repeated by the backoff counted in one entry, and the
+/// owner's release (which forgets the name; a second one has nothing to
+/// release).
+#[tokio::test(start_paused = true)]
+async fn events_are_logged_and_release_forgets_the_name() {
+    use crate::events::EventKind;
+    let world = World::new();
+    let run = start(&world, world.config());
+    sleep(Duration::from_secs(1)).await;
+    let kinds = |st: &Status| -> Vec<EventKind> {
+        st.events.newest_first().iter().map(|e| e.kind).collect()
+    };
+    assert_eq!(
+        kinds(&run.status()),
+        [EventKind::DnsVerified, EventKind::Accepted]
+    );
+
+    world.discover.set_v4("24.12.12.13");
+    sleep(Duration::from_secs(MIN)).await;
+    let st = run.status();
+    let list = st.events.newest_first();
+    assert_eq!(list[2].kind, EventKind::AddressChanged, "{list:#?}");
+    assert!(list[2].message.contains("to 24.12.12.13"), "{list:#?}");
+
+    world.discover.set_v4("24.12.12.14");
+    for _ in 0..3 {
+        world.pub_.push(Script::Fail(unreachable_err()));
+    }
+    sleep(Duration::from_secs(MIN + 30 + 60 + 1)).await;
+    let st = run.status();
+    let failed: Vec<_> = st
+        .events
+        .newest_first()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0].count, 3, "{failed:#?}");
+    assert_eq!(failed[0].code.as_deref(), Some("unreachable"));
+    sleep(Duration::from_secs(5 * MIN)).await;
+    assert_eq!(run.status().state, Phase::Online);
+
+    let (tx, rx) = oneshot::channel();
+    run.commands.send(Command::Release(tx)).await.expect("send");
+    let st = rx.await.expect("reply").expect("released");
+    assert_eq!(st.registered, None);
+    assert_eq!(st.events.newest_first()[0].kind, EventKind::Released);
+    let last = world.pub_.received().pop().expect("the release went out");
+    assert_eq!(last.msg.op, Op::Release);
+    assert_eq!(saved(&world).fqdn, None, "the state file forgets it");
+    let (tx, rx) = oneshot::channel();
+    run.commands.send(Command::Release(tx)).await.expect("send");
+    let err = rx.await.expect("reply").expect_err("nothing to release");
+    assert!(err.contains("holds no name"), "{err}");
+    run.stop().await;
+}

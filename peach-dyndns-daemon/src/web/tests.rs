@@ -484,3 +484,104 @@ async fn reload_applies_a_good_file_and_keeps_the_config_on_a_bad_one() {
     );
     h.stop().await;
 }
+
+/// The panel's own methods: `events` (the loop's bounded log), `release`
+/// (only with `confirm: true`; the name leaves the config and the state),
+/// and `check_pub` (a pub API without a health check says so).
+#[tokio::test]
+async fn events_release_and_check_pub() {
+    let h = Harness::configured();
+    h.wait_for("online").await;
+    let events = h.result("events", None).await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"accepted"), "{events}");
+    assert!(events[0]["at"].as_u64().is_some_and(|t| t > 0), "{events}");
+    assert_eq!(
+        h.error_code("events", Some(json!({"x": 1}))).await.0,
+        -32602
+    );
+
+    let (code, message) = h.error_code("release", None).await;
+    assert_eq!(code, -32602, "{message}");
+    let (code, message) = h
+        .error_code("release", Some(json!({"confirm": false})))
+        .await;
+    assert_eq!(code, -32602, "{message}");
+    assert!(message.contains("confirm"), "{message}");
+    assert_eq!(
+        h.shared.config().registration.name.as_deref(),
+        Some("eb4890"),
+        "a refused release changes nothing"
+    );
+
+    let status = h.result("release", Some(json!({"confirm": true}))).await;
+    assert_eq!(status["registered"], Value::Null, "{status}");
+    assert_eq!(status["online"], false, "{status}");
+    assert_eq!(h.shared.config().registration.name, None);
+    assert!(
+        h.shared.config().registration.pub_id.is_some(),
+        "the pub stays chosen"
+    );
+    let events = h.result("events", None).await;
+    assert_eq!(events[0]["kind"], "released", "{events}");
+    let (code, message) = h
+        .error_code("release", Some(json!({"confirm": true})))
+        .await;
+    assert_eq!(code, codes::RELEASE, "{message}");
+    assert!(message.contains("holds no name"), "{message}");
+
+    let pub_id = h
+        .shared
+        .config()
+        .registration
+        .pub_id
+        .expect("pub")
+        .to_string();
+    let answer = h.result("check_pub", Some(json!({"pub_id": pub_id}))).await;
+    assert_eq!(answer["reachable"], false, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("health")),
+        "{answer}"
+    );
+    let other = peach_dyndns_protocol::identity::Keypair::generate().id();
+    assert_eq!(
+        h.error_code("check_pub", Some(json!({"pub_id": other})))
+            .await
+            .0,
+        codes::UNKNOWN_PUB
+    );
+    h.stop().await;
+}
+
+/// The panel names its files and the RPC relatively, so it works mounted
+/// under a sub-path (peach-web's nginx `location /dyndns/`).
+#[test]
+fn the_panel_uses_relative_urls_only() {
+    for (name, text) in [
+        ("index.html", super::INDEX_HTML),
+        ("panel.js", super::PANEL_JS),
+        ("panel.css", super::PANEL_CSS),
+    ] {
+        for absolute in [
+            "href=\"/",
+            "src=\"/",
+            "fetch(\"/",
+            "url(/",
+            "url(\"/",
+            "http://",
+            "//cdn",
+        ] {
+            assert!(!text.contains(absolute), "{name} contains {absolute:?}");
+        }
+    }
+    assert!(super::PANEL_JS.contains("fetch(\"rpc\""));
+    assert!(super::INDEX_HTML.contains("href=\"panel.css\""));
+    assert!(super::INDEX_HTML.contains("src=\"panel.js\""));
+}

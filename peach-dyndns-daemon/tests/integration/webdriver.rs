@@ -393,6 +393,25 @@ impl Browser {
         }
     }
 
+    /// Sets the window's outer size in CSS pixels (headless: the viewport).
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.post("/window/rect", json!({"width": width, "height": height}))
+            .await
+            .unwrap_or_else(|e| panic!("setting the window to {width}×{height}: {e}"));
+    }
+
+    /// Emulates the system's colour scheme (`"dark"`, `"light"`, or `""`
+    /// for none) through chromedriver's DevTools passthrough.
+    pub async fn color_scheme(&self, scheme: &str) {
+        self.post(
+            "/goog/cdp/execute",
+            json!({"cmd": "Emulation.setEmulatedMedia",
+                   "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]}}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("emulating prefers-color-scheme: {scheme}: {e}"));
+    }
+
     /// Ends the session (Chromium closes), then stops chromedriver.
     pub async fn quit(self) {
         // Best effort: the drop below stops whatever is left either way.
