@@ -141,11 +141,19 @@ pub async fn run(
         }));
     }
     let reapplied = state.reapply_registry().await?;
+    let challenges = crate::acme::reconcile(&state).await?;
+    let sweeper = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(crate::acme::run_sweeper(state.clone(), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }))
+    };
     tracing::info!(
         domain = %state.config.domain,
         dns = state.dns.kind(),
         graph = state.graph.kind(),
         names = reapplied,
+        challenges,
         http = ?listeners.http.local_addr().ok(),
         "peach-dyndns-server ready"
     );
@@ -204,6 +212,7 @@ pub async fn run(
         tracing::warn!("requests still open after {grace:?}; closing them");
         http_task.abort();
     }
+    sweeper.abort();
     if let Some(task) = control_task {
         task.abort();
         let _ = std::fs::remove_file(&control_path);
