@@ -154,6 +154,10 @@ pub struct Status {
     pub failures: u32,
     /// Checks made since start.
     pub checks: u64,
+    /// The certificate (`[acme]`): state, names, notAfter, last error;
+    /// absent while ACME is off. Not part of `online`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::acme::TlsStatus>,
 }
 
 impl Status {
