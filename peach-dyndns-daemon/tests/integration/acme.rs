@@ -308,3 +308,117 @@ async fn a_failed_order_writes_nothing_and_clears_its_txt_values() {
         .expect("dig");
     assert!(txt.is_empty(), "TXT left behind by a failed order: {txt:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certbot_with_the_acme_hook_gets_a_certificate_from_pebble() {
+    let certbot = which("certbot");
+    let pi = Pi::new();
+    let pub_ = TestPub::start(&[&pi.keypair]).await;
+    let pebble = Pebble::builder().dns_server(pub_.dns).start();
+    // The daemon registers the name first (the hook acts for a name the
+    // key holds); ACME itself stays off: certbot does it.
+    let hook_dir = pi.dir.path().join("tls");
+    let text = pi.config_text(&pub_, "", "")
+        + &format!(
+            "\n[acme]\nenabled = false\ncert_dir = {}\n",
+            testkit::toml_string(hook_dir.display())
+        );
+    let config = pi.write_config(&text);
+    let mut daemon = RunningDaemon::start(&pi, config).await;
+    daemon
+        .wait_until("online", ORDER_WAIT, |st| st["online"] == true)
+        .await;
+    daemon.stop().await;
+
+    let fqdn = format!("eb4890.{DOMAIN}");
+    let work = pi.dir.path().join("certbot");
+    let bin = env!("CARGO_BIN_EXE_peach-dyndns-daemon");
+    let config_path = pi.config_path();
+    let hook = |op: &str| format!("{bin} -c {} acme-hook {op}", config_path.display());
+    let mut cmd = Command::new(certbot);
+    cmd.env("REQUESTS_CA_BUNDLE", pebble.listener_ca_path())
+        .args(["certonly", "-n", "--server", &pebble.directory_url()])
+        .arg("--config-dir")
+        .arg(work.join("config"))
+        .arg("--work-dir")
+        .arg(work.join("work"))
+        .arg("--logs-dir")
+        .arg(work.join("logs"))
+        .args([
+            "--register-unsafely-without-email",
+            "--agree-tos",
+            "--manual",
+            "--preferred-challenges",
+            "dns",
+            "--manual-auth-hook",
+            &hook("set"),
+            "--manual-cleanup-hook",
+            &hook("clear"),
+            "-d",
+            &fqdn,
+            "-d",
+            &format!("*.{fqdn}"),
+        ]);
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("certbot runs"))
+        .await
+        .expect("join");
+    let log = std::fs::read_to_string(work.join("logs/letsencrypt.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "certbot failed: {}\n{}\n--- letsencrypt.log (tail) ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log.lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    eprintln!("acme: certbot with the hook: {:?}", started.elapsed());
+    let live = work.join("config/live").join(&fqdn);
+    // certbot writes fullchain.pem and privkey.pem like the daemon does;
+    // the key's mode is certbot's own (0600), so only the chain is checked.
+    let chain =
+        std::fs::read_to_string(live.join("fullchain.pem")).expect("certbot's fullchain.pem");
+    let check = tempfile::tempdir().expect("tmp");
+    let certs = certificates(&chain);
+    std::fs::write(check.path().join("leaf.pem"), &certs[0]).expect("write");
+    std::fs::write(check.path().join("rest.pem"), certs[1..].concat()).expect("write");
+    std::fs::write(check.path().join("root.pem"), pebble.root_pem()).expect("write");
+    let verified = openssl(
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "rest.pem",
+            "leaf.pem",
+        ],
+        check.path(),
+    );
+    assert!(verified.contains("leaf.pem: OK"), "{verified}");
+    let dns = pub_.dns;
+    let txt = tokio::task::spawn_blocking(move || txt_at(dns, &fqdn))
+        .await
+        .expect("dig");
+    assert!(
+        txt.is_empty(),
+        "TXT left behind by the cleanup hook: {txt:?}"
+    );
+}
+
+/// A program the test needs, or a failure saying how to get it.
+fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("`{program}` is missing; scripts/install-test-deps installs it (Debian package {program})")
+        })
+}
