@@ -148,6 +148,9 @@ pub struct Config {
     /// The status LED.
     #[serde(default)]
     pub led: LedConfig,
+    /// The certificate for the name (ACME DNS-01 through the pub).
+    #[serde(default)]
+    pub acme: crate::acme::AcmeConfig,
 }
 
 /// `[registration]`: the name and the pub.
@@ -540,6 +543,9 @@ impl Config {
                 ));
             }
         }
+        self.acme
+            .check()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         if self.led.sysfs_name.is_empty() || self.led.sysfs_name.contains('/') {
             return Err(invalid(
                 "led.sysfs_name",

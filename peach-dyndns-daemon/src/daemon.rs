@@ -109,6 +109,7 @@ impl Daemon {
             }
             tokio::spawn(web::serve(self.handle.clone(), listener, stopped()))
         });
+        let acme_task = tokio::spawn(crate::acme::run(self.handle.clone(), stopped()));
         let led = led::open(&self.handle.config().led);
         let led_task = tokio::spawn(led::drive(led, self.handle.subscribe(), stopped()));
         self.updater
@@ -122,6 +123,8 @@ impl Daemon {
             }
         }
         let _ = tokio::time::timeout(LISTENER_GRACE, led_task).await;
+        // An order in flight is dropped: its TXT values expire at the pub.
+        acme_task.abort();
         tracing::info!("stopped");
     }
 }

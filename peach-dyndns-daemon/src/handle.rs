@@ -56,6 +56,8 @@ pub struct Handle {
     services: Services,
     /// One `configure` at a time (each reads, edits and writes the file).
     edit_lock: tokio::sync::Mutex<()>,
+    /// The ACME task's part of the status (`crate::acme::run` sets it).
+    tls: watch::Sender<Option<crate::acme::TlsStatus>>,
 }
 
 impl Handle {
@@ -75,6 +77,7 @@ impl Handle {
             commands,
             services,
             edit_lock: tokio::sync::Mutex::new(()),
+            tls: watch::channel(None).0,
         }
     }
 
@@ -88,9 +91,23 @@ impl Handle {
         self.config_path.as_ref()
     }
 
-    /// The current status.
+    /// The current status, with the ACME task's `tls` part.
     pub fn status(&self) -> Status {
-        self.status.borrow().clone()
+        let mut status = self.status.borrow().clone();
+        status.tls = self.tls.borrow().clone();
+        status
+    }
+
+    /// Sets the `tls` part of the status.
+    pub fn set_tls(&self, tls: Option<crate::acme::TlsStatus>) {
+        self.tls.send_if_modified(|old| {
+            if *old == tls {
+                false
+            } else {
+                *old = tls;
+                true
+            }
+        });
     }
 
     /// A receiver that sees every status change.

@@ -33,6 +33,8 @@
 //! - [`web`]: the warp routes: Host/Origin guard, `POST /rpc`, the panel
 //!   (`panel/` holds its HTML, CSS and JS, embedded at build time), and
 //!   `serve`, which runs them over HTTP/1.1.
+//! - [`acme`]: `[acme]`: the certificate for the name through the pub's
+//!   `acme_set`/`acme_clear` (instant-acme), and the `acme-hook` mode.
 //! - [`daemon`]: the wiring: [`Daemon`] (`run`), [`once`] and the real
 //!   services; it makes the handle and hands it to [`web`].
 //! - `main.rs`: command line, logging, runtime, signals.
@@ -50,6 +52,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acme;
 pub mod config;
 pub mod configure;
 pub mod daemon;

@@ -5,6 +5,8 @@
 //! - `peach-dyndns-daemon --once`: one check and update; the exit code says
 //!   how it went (see `OnceOutcome::exit_code`).
 //! - `peach-dyndns-daemon status`: asks the running daemon and prints it.
+//! - `peach-dyndns-daemon acme-hook set|clear`: the DNS-01 step for
+//!   certbot, acme.sh and lego (see `acme::hook`).
 
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -31,6 +33,10 @@ Commands:
           second, SIGHUP reloads the config
   status  Ask the running daemon for its status and print it. Exit codes as
           for --once; 1 if the daemon does not answer
+  acme-hook set|clear [DOMAIN [VALUE]]
+          Set or clear the ACME DNS-01 TXT value of this Pi's name at its
+          pub (certbot: CERTBOT_DOMAIN and CERTBOT_VALIDATION; acme.sh and
+          lego: the arguments). Exit code 0 once the pub's DNS serves it
 
 Options:
   -c, --config <PATH>  The config file [default: /etc/peach-dyndns/daemon.toml]
@@ -45,7 +51,8 @@ Options:
 );
 
 /// The one-line reminder printed with a command-line error.
-const USAGE: &str = "Usage: peach-dyndns-daemon [-c PATH] [--once] [run | status]";
+const USAGE: &str =
+    "Usage: peach-dyndns-daemon [-c PATH] [--once] [run | status | acme-hook set|clear]";
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +82,8 @@ enum Invocation {
     Help,
     /// Print the version.
     Version,
+    /// `acme-hook …`: the config file and the arguments after `acme-hook`.
+    Hook(PathBuf, Vec<String>),
 }
 
 /// Parses the arguments after the program name. Options and the command
@@ -96,6 +105,11 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Invocation, St
                     .next()
                     .ok_or_else(|| format!("`{text}` needs a PATH"))?;
                 config = Some(PathBuf::from(path));
+            }
+            "acme-hook" => {
+                let rest = args.map(|a| a.to_string_lossy().to_string()).collect();
+                let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+                return Ok(Invocation::Hook(config, rest));
             }
             "run" | "status" => {
                 if command.is_some() {
@@ -136,6 +150,19 @@ fn main() -> ExitCode {
         Ok(Invocation::Version) => {
             println!("peach-dyndns-daemon {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Hook(config, rest)) => {
+            init_logging();
+            return match acme_hook(&config, &rest) {
+                Ok(done) => {
+                    println!("{done}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("peach-dyndns-daemon acme-hook: {e:#}");
+                    ExitCode::from(1)
+                }
+            };
         }
         Err(e) => {
             // 2, as for any command-line error (clap's and most tools').
@@ -200,6 +227,22 @@ fn real_main(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `acme-hook`: one challenge step through the pub, then exit.
+fn acme_hook(path: &std::path::Path, args: &[String]) -> anyhow::Result<String> {
+    use peach_dyndns_daemon::acme::hook;
+    let call =
+        hook::parse_call(args, |name| std::env::var(name).ok()).map_err(anyhow::Error::msg)?;
+    let config = config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(hook::run(&config, &call))
+        .map_err(anyhow::Error::msg)
 }
 
 async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {

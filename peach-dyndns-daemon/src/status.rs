@@ -166,6 +166,10 @@ pub struct Status {
     /// works. The file on disk is then the last one written whole.
     #[serde(default)]
     pub state_error: Option<String>,
+    /// The certificate (`[acme]`): state, names, notAfter, last error;
+    /// absent while ACME is off. Not part of `online`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::acme::TlsStatus>,
 }
 
 impl Status {

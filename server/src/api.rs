@@ -161,7 +161,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
                         json_reply(
                             200,
                             &serde_json::to_value(&ok)
-                                .expect("invariant: an UpdateOk always serialises"),
+                                .expect("invariant: an accepted answer always serialises"),
                         )
                     }
                     Err(e) => {

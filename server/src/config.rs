@@ -66,6 +66,10 @@ pub struct Config {
     /// How many names one key may hold.
     #[serde(default = "default_max_names")]
     pub max_names_per_key: u32,
+    /// Seconds an ACME challenge's TXT values live unless `acme_clear`
+    /// removes them sooner (the sweep removes them, also after a restart).
+    #[serde(default = "default_acme_lifetime")]
+    pub acme_lifetime_secs: u64,
     /// Labels refused besides the built-in ones (`ns`, `ns1`, `ns2`, `www`, `mail`).
     #[serde(default)]
     pub reserved: Vec<String>,
@@ -279,6 +283,11 @@ fn default_ttl() -> u32 {
 }
 fn default_max_names() -> u32 {
     1
+}
+fn default_acme_lifetime() -> u64 {
+    // Ten minutes: an ACME order's validation takes seconds; values left
+    // by a client that died mid-order go soon after.
+    600
 }
 
 /// Which DNS backend writes the zone.
@@ -511,6 +520,12 @@ impl Config {
         }
         if config.ttl == 0 || config.ttl > 86_400 {
             return Err(invalid("ttl", "must be between 1 and 86400 seconds".into()));
+        }
+        if config.acme_lifetime_secs == 0 || config.acme_lifetime_secs > 86_400 {
+            return Err(invalid(
+                "acme_lifetime_secs",
+                "must be between 1 and 86400 seconds".into(),
+            ));
         }
         if config.max_names_per_key == 0 {
             return Err(invalid("max_names_per_key", "must be at least 1".into()));

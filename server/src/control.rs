@@ -142,6 +142,9 @@ pub async fn revoke(state: &State, name: &str) -> Result<Option<String>, String>
         .apply(&ZoneChange::Remove { name: name.into() })
         .await
         .map_err(|e| format!("DNS refused the removal: {e}"))?;
+    crate::acme::clear_for_removal(state, name)
+        .await
+        .map_err(|e| format!("DNS refused the removal of the ACME challenge: {e}"))?;
     let removed = state
         .registry
         .revoke(name)

@@ -207,7 +207,7 @@ async fn update_one(
                 .chain(ip6.map(|a| a.to_string()))
                 .collect::<Vec<_>>()
                 .join(",");
-            let word = if ok.changed { "good" } else { "nochg" };
+            let word = if ok.changed() { "good" } else { "nochg" };
             format!("{word} {shown}")
         }
         Err(e) => word_for(&e).into(),

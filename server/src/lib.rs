@@ -37,7 +37,10 @@
 //! - [`ratelimit`]: token buckets per key and per source address.
 //! - [`metrics`]: Prometheus text.
 //! - [`operator`]: what the operator commands do.
+//! - [`acme`]: ACME challenges over time: the start-up reconcile and the
+//!   expiry sweep (the ops themselves run in [`pipeline`]).
 
+pub mod acme;
 pub mod addr;
 pub mod api;
 pub mod config;

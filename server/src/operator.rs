@@ -128,7 +128,8 @@ pub fn key_file_text(name: &str) -> String {
 }
 
 /// The `named.conf` snippet for the zone. Two keys may update it: the
-/// server's own TSIG key, and only its A and AAAA records (the `rfc2136`
+/// server's own TSIG key, and only its A, AAAA and TXT records (TXT for
+/// the ACME challenges; the `rfc2136`
 /// backend, which works for a server running as its own user), and BIND's
 /// session key (`bind-local`, `nsupdate`, what `update-policy local;`
 /// allows), which only root and `bind` can read.
@@ -138,7 +139,7 @@ pub fn named_conf_text(domain: &str, zone_file: &Path, key_file: &Path) -> Strin
          // Include it from named.conf.local: include \"<this file>\";\n\
          include \"{}\";\n\
          zone \"{domain}\" {{\n    type primary;\n    file \"{}\";\n    \
-         update-policy {{\n        grant {KEY_NAME} zonesub A AAAA;\n        \
+         update-policy {{\n        grant {KEY_NAME} zonesub A AAAA TXT;\n        \
          grant local-ddns zonesub ANY;\n    }};\n}};\n",
         key_file.display(),
         zone_file.display()
@@ -839,7 +840,7 @@ mod tests {
             Path::new("/etc/bind/k.key"),
         );
         assert!(conf.contains("include \"/etc/bind/k.key\";"));
-        assert!(conf.contains("grant peach-dyndns zonesub A AAAA;"));
+        assert!(conf.contains("grant peach-dyndns zonesub A AAAA TXT;"));
         assert!(conf.contains("grant local-ddns zonesub ANY;"));
         assert!(conf.contains("file \"/var/lib/bind/db.x\";"));
         let key = key_file_text("peach-dyndns");

@@ -10,6 +10,10 @@
 //! under the name's lock → the op → DNS write → registry commit → DNS
 //! restore if the commit failed (logged, never dropped).
 //!
+//! The ACME ops take the same road: `acme_set` and `acme_clear` change
+//! `_acme-challenge.<name>.<domain>` TXT records (only for the key that
+//! holds the name), and the answer is an [`AcmeOk`].
+//!
 //! A failed request changes nothing: DNS is changed only after every check
 //! passed, and the registry is committed only after DNS accepted the change.
 
@@ -21,10 +25,46 @@ use peach_dyndns_protocol::{rules, ErrorCode, ProtocolError};
 use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 
-use crate::dns::ZoneChange;
+use crate::dns::{ChallengeChange, ZoneChange};
 use crate::graph::Standing;
-use crate::registry::Entry;
+use crate::registry::{Entry, StoredChallenge};
 use crate::State;
+
+/// What an accepted request answers: the name's records, or its challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Accepted {
+    /// `update`, `release`, dyndns2.
+    Records(UpdateOk),
+    /// `acme_set`, `acme_clear`.
+    Challenge(AcmeOk),
+}
+
+impl Accepted {
+    /// Whether DNS changed (always, for the ACME ops).
+    pub fn changed(&self) -> bool {
+        match self {
+            Accepted::Records(ok) => ok.changed,
+            Accepted::Challenge(_) => true,
+        }
+    }
+}
+
+/// The answer to an accepted `acme_set` or `acme_clear`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AcmeOk {
+    /// Always `true`.
+    pub ok: bool,
+    /// `_acme-challenge.<name>.<domain>`.
+    pub fqdn: String,
+    /// The TXT values served now (none after `acme_clear`).
+    pub txt: Vec<String>,
+    /// When they disappear by themselves (unix seconds; for `acme_clear`
+    /// the moment they were removed).
+    pub expires_at: u64,
+    /// The accepted `seq`.
+    pub seq: u64,
+}
 
 /// The answer to an accepted request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -322,7 +362,7 @@ pub fn humantime_utc(secs: u64) -> String {
 }
 
 /// Runs a request from the graph check to the commit. See the module doc.
-pub async fn run(state: &State, req: Request) -> Result<UpdateOk, ApiError> {
+pub async fn run(state: &State, req: Request) -> Result<Accepted, ApiError> {
     check_graph(state, &req.key).await?;
     let key = req.key.to_string();
     let _guards = state.locks.lock(&key, &req.name).await;
@@ -349,20 +389,34 @@ pub async fn run(state: &State, req: Request) -> Result<UpdateOk, ApiError> {
                 Some(t) => Some(t),
                 None => existing.as_ref().and_then(|e| e.token_sha256.clone()),
             };
-            set_records(state, &req.name, key, ip, ip6, token, seq, existing).await
+            set_records(state, &req.name, key, ip, ip6, token, seq, existing)
+                .await
+                .map(Accepted::Records)
         }
         Action::UpdateFamilies { ip, ip6 } => {
             let old = existing.as_ref();
             let ip = ip.or_else(|| old.and_then(|e| e.ip));
             let ip6 = ip6.or_else(|| old.and_then(|e| e.ip6));
             let token = old.and_then(|e| e.token_sha256.clone());
-            set_records(state, &req.name, key, ip, ip6, token, seq, existing).await
+            set_records(state, &req.name, key, ip, ip6, token, seq, existing)
+                .await
+                .map(Accepted::Records)
         }
-        Action::Release => release(state, &req.name, key, seq, existing).await,
-        Action::AcmeSet(_) | Action::AcmeClear => Err(ApiError::new(
-            ErrorCode::Malformed,
-            "this pub does not serve ACME challenges yet; nothing was changed",
-        )),
+        Action::Release => release(state, &req.name, key, seq, existing)
+            .await
+            .map(Accepted::Records),
+        Action::AcmeSet(txt) => {
+            let seq = seq.expect("invariant: the ACME ops are signed");
+            acme_set(state, &req.name, key, txt, seq)
+                .await
+                .map(Accepted::Challenge)
+        }
+        Action::AcmeClear => {
+            let seq = seq.expect("invariant: the ACME ops are signed");
+            acme_clear(state, &req.name, &key, seq)
+                .await
+                .map(Accepted::Challenge)
+        }
     }
 }
 
@@ -528,6 +582,12 @@ async fn release(
             name: name.to_string(),
         };
         state.dns.apply(&change).await.map_err(dns_refused)?;
+        // The name's challenge goes with it (the registry's row goes in
+        // the release's own transaction).
+        if let Err(e) = crate::acme::clear_for_removal(state, name).await {
+            restore_dns(state, name, existing.as_ref()).await;
+            return Err(dns_refused(e));
+        }
     }
     if let Err(e) = state.registry.commit_release(name, &key, seq).await {
         if changed {
@@ -545,6 +605,110 @@ async fn release(
         changed,
         seq,
     })
+}
+
+/// Unix time in whole seconds.
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// The `_acme-challenge.<name>.<domain>` of a label.
+fn challenge_fqdn(state: &State, name: &str) -> String {
+    format!("{}.{}", crate::dns::CHALLENGE_LABEL, fqdn(state, name))
+}
+
+/// `acme_set`: the name's challenge answers exactly `txt` until
+/// `acme_lifetime_secs` from now. The intent is noted before DNS changes,
+/// so a crash before the commit is put right at the next start.
+async fn acme_set(
+    state: &State,
+    name: &str,
+    key: String,
+    txt: Vec<String>,
+    seq: u64,
+) -> Result<AcmeOk, ApiError> {
+    let internal = |e: crate::registry::RegistryError| ApiError::internal(e.to_string());
+    let previous = state.registry.challenge(name).map_err(internal)?;
+    let challenge = StoredChallenge {
+        name: name.to_string(),
+        owner: key,
+        txt,
+        // TTL 60 or the zone's, whichever is lower: a resolver must not
+        // keep old values for long when a new order sets new ones.
+        ttl: state.config.ttl.min(60),
+        expires_at: now_secs().saturating_add(state.config.acme_lifetime_secs),
+    };
+    state
+        .registry
+        .note_challenge_intent(name)
+        .map_err(internal)?;
+    state
+        .dns
+        .apply_challenge(&ChallengeChange::Set(challenge.records()))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, %name, "DNS refused an ACME challenge");
+            dns_refused(e)
+        })?;
+    if let Err(e) = state.registry.commit_challenge(&challenge, seq) {
+        restore_challenge(state, name, previous.as_ref()).await;
+        return Err(internal(e));
+    }
+    tracing::info!(%name, values = challenge.txt.len(), expires_at = challenge.expires_at, "ACME challenge set");
+    Ok(AcmeOk {
+        ok: true,
+        fqdn: challenge_fqdn(state, name),
+        txt: challenge.txt,
+        expires_at: challenge.expires_at,
+        seq,
+    })
+}
+
+/// `acme_clear`: the name's challenge answers nothing any more.
+async fn acme_clear(state: &State, name: &str, key: &str, seq: u64) -> Result<AcmeOk, ApiError> {
+    let internal = |e: crate::registry::RegistryError| ApiError::internal(e.to_string());
+    let previous = state.registry.challenge(name).map_err(internal)?;
+    state
+        .registry
+        .note_challenge_intent(name)
+        .map_err(internal)?;
+    state
+        .dns
+        .apply_challenge(&ChallengeChange::Clear {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(dns_refused)?;
+    if let Err(e) = state
+        .registry
+        .commit_challenge_clear(name, Some((key, seq)), None)
+    {
+        restore_challenge(state, name, previous.as_ref()).await;
+        return Err(internal(e));
+    }
+    tracing::info!(%name, "ACME challenge cleared");
+    Ok(AcmeOk {
+        ok: true,
+        fqdn: challenge_fqdn(state, name),
+        txt: Vec::new(),
+        expires_at: now_secs(),
+        seq,
+    })
+}
+
+/// Puts a challenge in DNS back to the registry's after a failed commit
+/// (nothing, if it had expired). A failure here is logged; the intent
+/// left in the registry makes the next start put it right.
+async fn restore_challenge(state: &State, name: &str, previous: Option<&StoredChallenge>) {
+    let change = match previous {
+        Some(c) if c.expires_at > now_secs() => ChallengeChange::Set(c.records()),
+        _ => ChallengeChange::Clear {
+            name: name.to_string(),
+        },
+    };
+    if let Err(e) = state.dns.apply_challenge(&change).await {
+        tracing::error!(error = %e, %name, "could not restore the ACME challenge after a failed commit; it is put right at the next start");
+    }
 }
 
 /// The `seq` to report: the request's, or for dyndns2 the key's last.

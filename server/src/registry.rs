@@ -227,7 +227,8 @@ fn prepare(conn: &Connection, path: &Path) -> Result<(), RegistryError> {
         .map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
-    conn.execute_batch(SCHEMA).map_err(open_err)
+    conn.execute_batch(SCHEMA).map_err(open_err)?;
+    conn.execute_batch(ACME_SCHEMA).map_err(open_err)
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -838,6 +839,215 @@ fn set_seq(conn: &Connection, key: &str, seq: u64) -> rusqlite::Result<usize> {
          ON CONFLICT(key) DO UPDATE SET last_seq = excluded.last_seq",
         params![key, seq_to_sql(seq)],
     )
+}
+
+/// The ACME challenges: one row per name with a challenge set, and the
+/// names whose challenge DNS may hold without a row (written before the
+/// DNS change, removed with the commit after it), so a crash between the
+/// two is put right at the next start. A challenge goes with its name: the
+/// trigger deletes it in the same transaction that deletes the name
+/// (release, revoke).
+const ACME_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS acme_challenges (
+    name       TEXT PRIMARY KEY NOT NULL,
+    owner      TEXT NOT NULL,
+    txt        TEXT NOT NULL,
+    ttl        INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS acme_challenges_by_expiry ON acme_challenges(expires_at);
+CREATE TABLE IF NOT EXISTS acme_intents (
+    name TEXT PRIMARY KEY NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS acme_challenges_follow_names AFTER DELETE ON names
+BEGIN
+    DELETE FROM acme_challenges WHERE name = OLD.name;
+END;
+";
+
+/// One name's ACME challenge as the registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChallenge {
+    /// The label.
+    pub name: String,
+    /// The key that set it (the name's holder).
+    pub owner: String,
+    /// The TXT values (base64url, so stored space-separated).
+    pub txt: Vec<String>,
+    /// TTL of the records in seconds.
+    pub ttl: u32,
+    /// When the values disappear by themselves (unix seconds).
+    pub expires_at: u64,
+}
+
+impl StoredChallenge {
+    /// The DNS records of this challenge.
+    pub fn records(&self) -> crate::dns::Challenge {
+        crate::dns::Challenge {
+            name: self.name.clone(),
+            txt: self.txt.clone(),
+            ttl: self.ttl,
+        }
+    }
+}
+
+impl Registry {
+    fn row_to_challenge(&self, row: &rusqlite::Row<'_>) -> Result<StoredChallenge, RegistryError> {
+        let get_err = |e| self.sql(e);
+        let name: String = row.get(0).map_err(get_err)?;
+        let txt: String = row.get(2).map_err(get_err)?;
+        let ttl: i64 = row.get(3).map_err(get_err)?;
+        let expires_at: i64 = row.get(4).map_err(get_err)?;
+        let corrupt = |what: String| RegistryError::Corrupt {
+            path: self.path.clone(),
+            name: name.clone(),
+            what,
+        };
+        Ok(StoredChallenge {
+            owner: row.get(1).map_err(get_err)?,
+            txt: txt.split_whitespace().map(str::to_string).collect(),
+            ttl: u32::try_from(ttl).map_err(|_| corrupt(format!("bad challenge ttl {ttl}")))?,
+            expires_at: u64::try_from(expires_at)
+                .map_err(|_| corrupt(format!("bad challenge expiry {expires_at}")))?,
+            name: name.clone(),
+        })
+    }
+
+    fn query_challenges(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<StoredChallenge>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+        let mut rows = stmt.query(params).map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+            out.push(self.row_to_challenge(row)?);
+        }
+        Ok(out)
+    }
+
+    /// The challenge set for `name`, expired or not.
+    pub fn challenge(&self, name: &str) -> Result<Option<StoredChallenge>, RegistryError> {
+        Ok(self
+            .query_challenges(
+                "SELECT name, owner, txt, ttl, expires_at FROM acme_challenges WHERE name = ?1",
+                params![name],
+            )?
+            .pop())
+    }
+
+    /// Every challenge, by name.
+    pub fn challenges(&self) -> Result<Vec<StoredChallenge>, RegistryError> {
+        self.query_challenges(
+            "SELECT name, owner, txt, ttl, expires_at FROM acme_challenges ORDER BY name",
+            [],
+        )
+    }
+
+    /// The challenges whose expiry is at or before `now` (unix seconds).
+    pub fn expired_challenges(&self, now: u64) -> Result<Vec<StoredChallenge>, RegistryError> {
+        self.query_challenges(
+            "SELECT name, owner, txt, ttl, expires_at FROM acme_challenges \
+             WHERE expires_at <= ?1 ORDER BY expires_at",
+            params![i64::try_from(now).unwrap_or(i64::MAX)],
+        )
+    }
+
+    /// Notes that DNS is about to change `name`'s challenge, before it
+    /// does (see [`Registry::challenge_intents`]).
+    pub fn note_challenge_intent(&self, name: &str) -> Result<(), RegistryError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO acme_intents (name) VALUES (?1)",
+            params![name],
+        )
+        .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Names whose challenge DNS may hold although no commit followed (a
+    /// crash or a failed commit between the DNS change and the commit).
+    pub fn challenge_intents(&self) -> Result<Vec<String>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name FROM acme_intents ORDER BY name")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<String>, _>>()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Forgets the intent for `name` (DNS was put back in step).
+    pub fn clear_challenge_intent(&self, name: &str) -> Result<(), RegistryError> {
+        let conn = self.conn();
+        conn.execute("DELETE FROM acme_intents WHERE name = ?1", params![name])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Stores a challenge and its owner's new `seq`, and forgets the
+    /// intent, in one transaction.
+    pub fn commit_challenge(
+        &self,
+        challenge: &StoredChallenge,
+        seq: u64,
+    ) -> Result<(), RegistryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        tx.execute(
+            "INSERT INTO acme_challenges (name, owner, txt, ttl, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, txt = excluded.txt, \
+             ttl = excluded.ttl, expires_at = excluded.expires_at",
+            params![
+                challenge.name,
+                challenge.owner,
+                challenge.txt.join(" "),
+                challenge.ttl,
+                i64::try_from(challenge.expires_at).unwrap_or(i64::MAX),
+            ],
+        )
+        .map_err(|e| self.sql(e))?;
+        set_seq(&tx, &challenge.owner, seq).map_err(|e| self.sql(e))?;
+        tx.execute(
+            "DELETE FROM acme_intents WHERE name = ?1",
+            params![challenge.name],
+        )
+        .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// Removes `name`'s challenge and forgets the intent, with the owner's
+    /// new `seq` when one is given (`acme_clear`; none for the expiry
+    /// sweep), in one transaction. With `expires_at`, only a challenge
+    /// that still has that expiry is removed (the sweep must not remove
+    /// values set again meanwhile). Returns whether a row was removed.
+    pub fn commit_challenge_clear(
+        &self,
+        name: &str,
+        owner_seq: Option<(&str, u64)>,
+        expires_at: Option<u64>,
+    ) -> Result<bool, RegistryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        let removed = match expires_at {
+            Some(at) => tx.execute(
+                "DELETE FROM acme_challenges WHERE name = ?1 AND expires_at = ?2",
+                params![name, i64::try_from(at).unwrap_or(i64::MAX)],
+            ),
+            None => tx.execute("DELETE FROM acme_challenges WHERE name = ?1", params![name]),
+        }
+        .map_err(|e| self.sql(e))?;
+        if let Some((owner, seq)) = owner_seq {
+            set_seq(&tx, owner, seq).map_err(|e| self.sql(e))?;
+        }
+        tx.execute("DELETE FROM acme_intents WHERE name = ?1", params![name])
+            .map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        Ok(removed > 0)
+    }
 }
 
 #[cfg(test)]

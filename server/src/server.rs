@@ -179,11 +179,19 @@ pub async fn run(
         }));
     }
     let reapplied = state.reapply_registry().await?;
+    let challenges = crate::acme::reconcile(&state).await?;
+    let sweeper = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(crate::acme::run_sweeper(state.clone(), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }))
+    };
     tracing::info!(
         domain = %state.config.domain,
         dns = state.dns.kind(),
         graph = state.graph.kind(),
         names = reapplied,
+        challenges,
         http = ?listeners.http.local_addr().ok(),
         https = ?https.as_ref().and_then(|(_, l)| l.local_addr().ok()),
         "peach-dyndns-server ready"
@@ -257,6 +265,7 @@ pub async fn run(
     if let Some(task) = tls_task {
         task.abort();
     }
+    sweeper.abort();
     if let Some(task) = control_task {
         task.abort();
         let _ = std::fs::remove_file(&control_path);

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use peach_dyndns_protocol::message::Op;
 use peach_dyndns_protocol::{rules, seal};
 
-use crate::pipeline::{self, Action, ApiError, Auth, Request, UpdateOk};
+use crate::pipeline::{self, Accepted, Action, ApiError, Auth, Request};
 use crate::State;
 
 /// Handles the body of `POST /update` from `peer`.
@@ -18,7 +18,7 @@ pub async fn handle_update(
     state: &State,
     body: &[u8],
     peer: Option<IpAddr>,
-) -> Result<UpdateOk, ApiError> {
+) -> Result<Accepted, ApiError> {
     // Refusals cost CPU (an X25519 and an ed25519 operation, perhaps a
     // graph lookup) and prove nothing good about the sender, so each
     // source has a budget of them.
@@ -34,7 +34,7 @@ pub async fn handle_update(
     result
 }
 
-async fn checked(state: &State, body: &[u8]) -> Result<UpdateOk, ApiError> {
+async fn checked(state: &State, body: &[u8]) -> Result<Accepted, ApiError> {
     let verified = seal::open_envelope_with(body, &state.opener)?;
     let msg = verified.msg;
     rules::check_pub(&msg.pub_id, &state.keypair.public())?;

@@ -34,6 +34,8 @@
 //!   0600 SSB secret file they name.
 //! - `procfs.rs`: [`procfs`], what `/proc` says about a process (CPU time,
 //!   resident memory, threads, mappings) and the machine, for the benchmarks.
+//! - `pebble.rs`: [`Pebble`], Let's Encrypt's test CA with a listener
+//!   certificate the harness makes, pointed at the test's DNS server.
 //! - `sbot.rs`: [`Sbot`], an ssb-server with its own HOME and app name, and
 //!   helpers that run its command line.
 //!
@@ -48,6 +50,7 @@ mod dns;
 mod error;
 mod named;
 mod named_with;
+mod pebble;
 mod process;
 pub mod procfs;
 mod sbot;
@@ -63,6 +66,7 @@ pub use dig::{dig, Dig, DigReply};
 pub use error::{Error, Result};
 pub use named::{Named, NamedBuilder, TsigKey, DEFAULT_ZONE};
 pub use named_with::NamedWith;
+pub use pebble::{Pebble, PebbleBuilder};
 pub use process::{Process, Signal};
 pub use sbot::{Sbot, SbotBuilder};
 

@@ -3,6 +3,7 @@
 //! the testkit harness, and the built binary. One test binary, a module per
 //! area.
 
+mod acme;
 mod binary;
 mod bind;
 mod common;

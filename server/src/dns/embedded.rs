@@ -35,7 +35,7 @@ use tokio::time::timeout;
 use super::serial::SerialFile;
 use super::transfer::{self, Secondary};
 use super::zone::Zone;
-use super::{BoxFut, DnsError, NameRecords, ZoneBackend, ZoneChange};
+use super::{BoxFut, Challenge, ChallengeChange, DnsError, NameRecords, ZoneBackend, ZoneChange};
 use crate::conn::Shares;
 use crate::ratelimit::RateLimiter;
 
@@ -153,6 +153,11 @@ impl EmbeddedDns {
     /// How many names have records.
     pub fn len(&self) -> usize {
         self.data.len()
+    }
+
+    /// The ACME challenge of `label`, if one is set.
+    pub fn challenge(&self, label: &str) -> Option<Challenge> {
+        self.data.challenge(label)
     }
     /// Whether no name has records.
     pub fn is_empty(&self) -> bool {
@@ -293,6 +298,13 @@ impl ZoneBackend for EmbeddedDns {
 
     fn apply_all<'a>(&'a self, changes: &'a [ZoneChange]) -> BoxFut<'a, Result<(), DnsError>> {
         Box::pin(async move { self.data.apply_changes(changes) })
+    }
+
+    fn apply_challenge<'a>(
+        &'a self,
+        change: &'a ChallengeChange,
+    ) -> BoxFut<'a, Result<(), DnsError>> {
+        Box::pin(async move { self.data.apply_challenges(std::slice::from_ref(change)) })
     }
 
     fn kind(&self) -> &'static str {

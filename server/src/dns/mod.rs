@@ -5,6 +5,8 @@
 //! `Ok`, so the registry and DNS never disagree; on start the server calls
 //! [`ZoneBackend::apply_all`] with every registered name to re-apply the
 //! registry. [`build`] turns the `[dns]` config into a backend.
+//! [`ZoneBackend::apply_challenge`] sets and clears a name's ACME DNS-01
+//! TXT records ([`ChallengeChange`]), apart from its addresses.
 //!
 //! Layout:
 //! - `mod.rs`: the trait, the change types, [`DnsError`], [`build`] and
@@ -49,7 +51,7 @@ use crate::config::DnsConfig;
 pub use embedded::{EmbeddedDns, Transport};
 pub use key::TsigKey;
 pub use nsupdate::Nsupdate;
-pub use rfc2136::{build_update, Rfc2136};
+pub use rfc2136::{build_challenge_update, build_update, Rfc2136};
 
 /// A boxed future, so backends can be used as `dyn ZoneBackend`.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -250,8 +252,98 @@ pub trait ZoneBackend: Send + Sync {
         })
     }
 
+    /// Applies one change to a name's ACME challenge TXT records
+    /// (`_acme-challenge.<label>.<zone>`); `Ok` only once the DNS server
+    /// accepted it. Never touches the name's A and AAAA records.
+    fn apply_challenge<'a>(
+        &'a self,
+        change: &'a ChallengeChange,
+    ) -> BoxFut<'a, Result<(), DnsError>>;
+
     /// A short name for logs and `/health` (`embedded`, `bind-local`, …).
     fn kind(&self) -> &'static str;
+}
+
+/// The first label of a name's ACME DNS-01 challenge (RFC 8555 §8.4).
+pub const CHALLENGE_LABEL: &str = "_acme-challenge";
+
+/// The ACME DNS-01 challenge TXT records of one name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    /// The label (`eb4890`) whose `_acme-challenge.<label>.<zone>` answers.
+    pub name: String,
+    /// The TXT values, one record each (one per identifier of the order:
+    /// `name` and `*.name` share the TXT name).
+    pub txt: Vec<String>,
+    /// TTL of the records in seconds.
+    pub ttl: u32,
+}
+
+/// One change to a name's challenge records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChallengeChange {
+    /// Make `_acme-challenge.<label>.<zone>` answer exactly these values.
+    Set(Challenge),
+    /// Remove every TXT record there.
+    Clear {
+        /// The label.
+        name: String,
+    },
+}
+
+impl ChallengeChange {
+    /// The label this change is about.
+    pub fn name(&self) -> &str {
+        match self {
+            ChallengeChange::Set(challenge) => &challenge.name,
+            ChallengeChange::Clear { name } => name,
+        }
+    }
+
+    /// The TXT values to set (none for `Clear`), each checked by
+    /// [`check_txt_value`].
+    pub(crate) fn checked_values(&self) -> Result<&[String], DnsError> {
+        match self {
+            ChallengeChange::Set(challenge) => {
+                for value in &challenge.txt {
+                    check_txt_value(value)?;
+                }
+                Ok(&challenge.txt)
+            }
+            ChallengeChange::Clear { .. } => Ok(&[]),
+        }
+    }
+}
+
+/// `_acme-challenge.<label>.<zone>`, after the checks of [`fqdn`].
+pub(crate) fn challenge_fqdn(label: &str, zone: &Name) -> Result<Name, DnsError> {
+    let name = fqdn(label, zone)?;
+    name.prepend_label(CHALLENGE_LABEL)
+        .map_err(|e| DnsError::InvalidName {
+            name: label.to_string(),
+            detail: e.to_string(),
+        })
+}
+
+/// The backends' own guard on a TXT value: 1 to 255 characters of
+/// base64url. The protocol allows exactly 43 of them; this check is what
+/// keeps a value from changing the meaning of an `nsupdate` script or
+/// overflowing a TXT string, whoever calls the backend.
+pub(crate) fn check_txt_value(value: &str) -> Result<(), DnsError> {
+    // 255: the longest character-string in a TXT record (RFC 1035 §3.3).
+    let ok = !value.is_empty()
+        && value.len() <= 255
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(DnsError::InvalidName {
+            name: value.to_string(),
+            detail: "a challenge TXT value is 1 to 255 characters of base64url".into(),
+        })
+    }
 }
 
 /// The backend the config asked for.

@@ -33,7 +33,9 @@ use hickory_proto::rr::Name;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::{fqdn, zone_name, BoxFut, DnsError, ZoneBackend, ZoneChange};
+use super::{
+    challenge_fqdn, fqdn, zone_name, BoxFut, ChallengeChange, DnsError, ZoneBackend, ZoneChange,
+};
 
 /// nsupdate's own limit for the whole update (`-t`), in seconds.
 const NSUPDATE_TIMEOUT_SECS: u64 = 5;
@@ -99,6 +101,25 @@ impl Nsupdate {
         Ok(script)
     }
 
+    /// The script for one change of a name's challenge: delete the TXT
+    /// rrset, add the values.
+    pub fn challenge_script(&self, change: &ChallengeChange) -> Result<String, DnsError> {
+        let name = challenge_fqdn(change.name(), &self.zone)?;
+        let values = change.checked_values()?;
+        let mut script = format!("zone {zone}\nupdate delete {name} TXT\n", zone = self.zone);
+        if let ChallengeChange::Set(challenge) = change {
+            for value in values {
+                // Checked: base64url only, so quoting is all it needs.
+                script.push_str(&format!(
+                    "update add {name} {} TXT \"{value}\"\n",
+                    challenge.ttl
+                ));
+            }
+        }
+        script.push_str("send\n");
+        Ok(script)
+    }
+
     /// The command line without the script.
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
@@ -126,7 +147,11 @@ impl Nsupdate {
 
     /// Runs nsupdate with the script for `change`.
     async fn run(&self, change: &ZoneChange) -> Result<(), DnsError> {
-        let script = self.script(change)?;
+        self.run_script(self.script(change)?).await
+    }
+
+    /// Runs nsupdate with `script` on its standard input.
+    async fn run_script(&self, script: String) -> Result<(), DnsError> {
         let mut cmd = self.command();
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -191,6 +216,13 @@ impl ZoneBackend for Nsupdate {
         Box::pin(self.run(change))
     }
 
+    fn apply_challenge<'a>(
+        &'a self,
+        change: &'a ChallengeChange,
+    ) -> BoxFut<'a, Result<(), DnsError>> {
+        Box::pin(async move { self.run_script(self.challenge_script(change)?).await })
+    }
+
     fn kind(&self) -> &'static str {
         "nsupdate"
     }
@@ -232,6 +264,39 @@ mod tests {
             .script(&ZoneChange::Remove { name: "pi".into() })
             .expect("script");
         assert!(!remove.contains("update add"), "{remove}");
+    }
+
+    #[test]
+    fn challenge_script_replaces_the_txt_rrset_only() {
+        let value = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0";
+        let set = ChallengeChange::Set(crate::dns::Challenge {
+            name: "pi".into(),
+            txt: vec![value.into()],
+            ttl: 60,
+        });
+        assert_eq!(
+            backend().challenge_script(&set).expect("script"),
+            format!(
+                "zone peach.dinosaur.is.\n\
+                 update delete _acme-challenge.pi.peach.dinosaur.is. TXT\n\
+                 update add _acme-challenge.pi.peach.dinosaur.is. 60 TXT \"{value}\"\n\
+                 send\n"
+            )
+        );
+        let clear = backend()
+            .challenge_script(&ChallengeChange::Clear { name: "pi".into() })
+            .expect("script");
+        assert!(
+            !clear.contains("update add") && !clear.contains(" A\n"),
+            "{clear}"
+        );
+        // A value cannot smuggle a command in.
+        let evil = ChallengeChange::Set(crate::dns::Challenge {
+            name: "pi".into(),
+            txt: vec!["x\"\nupdate delete peach.dinosaur.is. SOA".into()],
+            ttl: 60,
+        });
+        assert!(backend().challenge_script(&evil).is_err());
     }
 
     #[test]

@@ -26,14 +26,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::TsigError;
-use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout, timeout_at, Instant};
 
 use super::key::TsigKey;
-use super::{fqdn, zone_name, BoxFut, DnsError, ZoneBackend, ZoneChange};
+use super::{
+    challenge_fqdn, fqdn, zone_name, BoxFut, ChallengeChange, DnsError, ZoneBackend, ZoneChange,
+};
 
 /// How long one UDP attempt waits for the reply. named answers an update in
 /// about a millisecond on loopback; two seconds covers a busy server or a
@@ -203,10 +205,32 @@ impl Rfc2136 {
     /// Applies one change, re-reading the key once if the server rejects it.
     async fn apply_change(&self, change: &ZoneChange) -> Result<(), DnsError> {
         let name = fqdn(change.name(), &self.zone)?;
+        self.send_update(&name, || build_update(&self.zone, &name, change))
+            .await
+    }
+
+    /// Applies one change of a name's challenge records.
+    async fn apply_challenge_change(&self, change: &ChallengeChange) -> Result<(), DnsError> {
+        let name = challenge_fqdn(change.name(), &self.zone)?;
+        let values = change.checked_values()?;
+        let ttl = match change {
+            ChallengeChange::Set(challenge) => challenge.ttl,
+            ChallengeChange::Clear { .. } => 0,
+        };
+        self.send_update(&name, || {
+            build_challenge_update(&self.zone, &name, values, ttl)
+        })
+        .await
+    }
+
+    /// Sends the UPDATE `build` makes for `name`, re-reading the key once
+    /// if the server rejects it (a fresh message each time: signing
+    /// changes it).
+    async fn send_update(&self, name: &Name, build: impl Fn() -> Message) -> Result<(), DnsError> {
         let mut reloaded = false;
         loop {
             let key = self.current_key();
-            match self.exchange(&name, change, &key.signer).await {
+            match self.exchange(name, build(), &key.signer).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Other(e)) => return Err(e),
                 Err(Failure::Key(error)) => {
@@ -254,10 +278,9 @@ impl Rfc2136 {
     async fn exchange(
         &self,
         name: &Name,
-        change: &ZoneChange,
+        mut message: Message,
         signer: &TSigner,
     ) -> Result<(), Failure> {
-        let mut message = build_update(&self.zone, name, change);
         let id = message.metadata.id;
         let encode_error = |detail: String| DnsError::Encode {
             what: format!("the update of {name}"),
@@ -442,6 +465,19 @@ impl ZoneBackend for Rfc2136 {
         })
     }
 
+    fn apply_challenge<'a>(
+        &'a self,
+        change: &'a ChallengeChange,
+    ) -> BoxFut<'a, Result<(), DnsError>> {
+        Box::pin(async move {
+            let result = self.apply_challenge_change(change).await;
+            if let Err(e) = &result {
+                tracing::debug!(backend = self.kind, name = change.name(), error = %e, "challenge update failed");
+            }
+            result
+        })
+    }
+
     fn kind(&self) -> &'static str {
         self.kind
     }
@@ -494,6 +530,30 @@ pub fn build_update(zone: &Name, name: &Name, change: &ZoneChange) -> Message {
                 RData::AAAA(AAAA(ip6)),
             ));
         }
+    }
+    message
+}
+
+/// The UPDATE message for one change of a challenge, unsigned: delete the
+/// TXT rrset of `name` (`_acme-challenge.<label>.<zone>`), then add one
+/// TXT record per value with `ttl`. One message, so a reader sees the old
+/// values or the new ones, never none in between.
+pub fn build_challenge_update(zone: &Name, name: &Name, values: &[String], ttl: u32) -> Message {
+    let mut message = Message::query();
+    message.metadata.op_code = OpCode::Update;
+    message.metadata.recursion_desired = false;
+    let mut zone_query = Query::query(zone.clone(), RecordType::SOA);
+    zone_query.set_query_class(DNSClass::IN);
+    message.add_query(zone_query);
+    let mut delete = Record::update0(name.clone(), 0, RecordType::TXT).into_record_of_rdata();
+    delete.dns_class = DNSClass::ANY;
+    message.add_authority(delete);
+    for value in values {
+        message.add_authority(Record::from_rdata(
+            name.clone(),
+            ttl,
+            RData::TXT(TXT::new(vec![value.clone()])),
+        ));
     }
     message
 }

@@ -6,6 +6,8 @@
 //! - `Z`: SOA and NS (ANY gives both); other types: NODATA.
 //! - `<label>.Z` for a registered label: A and/or AAAA (ANY gives both);
 //!   other types, or a missing address family: NODATA.
+//! - `_acme-challenge.<label>.Z` while the label's ACME challenge is set:
+//!   its TXT values (ANY gives them too); other types: NODATA.
 //! - any other name under `Z`: NXDOMAIN.
 //! - names outside `Z`, classes other than IN: REFUSED; zone transfers
 //!   too, unless `transfer.rs` (which sees them first, over TCP) serves
@@ -29,12 +31,14 @@ use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, NS, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::journal::{Delta, Journal};
 use super::serial::{self, SerialFile};
-use super::{fqdn, zone_name, DnsError, NameRecords, ZoneChange};
+use super::{
+    fqdn, zone_name, Challenge, ChallengeChange, DnsError, NameRecords, ZoneChange, CHALLENGE_LABEL,
+};
 
 /// TTL of the SOA and NS records, and the negative-caching TTL (SOA
 /// minimum): one minute, like the records the server writes by default,
@@ -91,6 +95,9 @@ pub(crate) struct Zone {
 struct Table {
     /// Lower-case label → its records.
     names: HashMap<String, Entry>,
+    /// Lower-case label → its ACME challenge (TXT values and their TTL),
+    /// served at `_acme-challenge.<label>`.
+    challenges: HashMap<String, (Vec<String>, u32)>,
     /// The SOA serial.
     serial: u32,
     /// The last changes, for IXFR.
@@ -158,6 +165,7 @@ impl Zone {
                 journal: Journal::default(),
                 reserved: None,
                 loaded: false,
+                challenges: HashMap::new(),
             }),
             serial_file: None,
             serials: tokio::sync::watch::channel(serial).0,
@@ -295,7 +303,8 @@ impl Zone {
                     None => false,
                 }
             }
-            // Nothing lives below a registered label.
+            2 => challenge_answer(&table, qname, qtype, &mut answers),
+            // Nothing else lives below a registered label.
             _ => false,
         };
         if !exists {
@@ -480,13 +489,26 @@ impl Zone {
     /// owner). Transfers and the journal are built from this, so every
     /// record type the zone answers for a label must be listed here.
     fn label_records(&self, table: &Table, label: &str) -> Vec<Record> {
-        let Some(entry) = table.names.get(label) else {
-            return Vec::new();
-        };
         let Ok(owner) = fqdn(label, &self.zone) else {
             return Vec::new();
         };
         let mut records = Vec::new();
+        if let Some((values, ttl)) = table.challenges.get(label) {
+            if let Ok(challenge) =
+                Name::from_ascii(CHALLENGE_LABEL).and_then(|first| first.append_domain(&owner))
+            {
+                records.extend(values.iter().map(|value| {
+                    Record::from_rdata(
+                        challenge.clone(),
+                        *ttl,
+                        RData::TXT(TXT::new(vec![value.clone()])),
+                    )
+                }));
+            }
+        }
+        let Some(entry) = table.names.get(label) else {
+            return records;
+        };
         if let Some(ip) = entry.ip {
             records.push(Record::from_rdata(
                 owner.clone(),
@@ -560,6 +582,96 @@ impl Zone {
 /// (so it also goes up across restarts without a serial file).
 fn next_serial(serial: u32) -> u32 {
     serial.wrapping_add(1).max(unix_serial())
+}
+
+impl Zone {
+    /// The ACME challenge of `label`, if one is set.
+    pub(crate) fn challenge(&self, label: &str) -> Option<Challenge> {
+        let key = label.to_ascii_lowercase();
+        self.read()
+            .challenges
+            .get(&key)
+            .map(|(txt, ttl)| Challenge {
+                name: key.clone(),
+                txt: txt.clone(),
+                ttl: *ttl,
+            })
+    }
+
+    /// Applies changes to challenges under one write lock, with one serial
+    /// bump if anything changed. Every label and value is checked first,
+    /// so a bad one changes nothing.
+    pub(crate) fn apply_challenges(&self, changes: &[ChallengeChange]) -> Result<(), DnsError> {
+        let mut keyed = Vec::with_capacity(changes.len());
+        for change in changes {
+            fqdn(change.name(), &self.zone)?;
+            change.checked_values()?;
+            keyed.push((change.name().to_ascii_lowercase(), change));
+        }
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        // As for names: the serial's mark first, then what the touched
+        // labels held, so secondaries get the TXT records by IXFR too.
+        self.reserve_serial(&mut table)?;
+        let labels: Vec<String> = keyed.iter().map(|(label, _)| label.clone()).collect();
+        let records_before = self.records_of(&table, &labels);
+        let from = table.serial;
+        let mut changed = false;
+        for (label, change) in keyed {
+            let before = match change {
+                ChallengeChange::Set(c) if !c.txt.is_empty() => {
+                    let new = (c.txt.clone(), c.ttl);
+                    let before = table.challenges.insert(label, new.clone());
+                    changed |= before.as_ref() != Some(&new);
+                    continue;
+                }
+                _ => table.challenges.remove(&label),
+            };
+            changed |= before.is_some();
+        }
+        if changed {
+            table.serial = next_serial(table.serial);
+            let after = self.records_of(&table, &labels);
+            self.journal_change(&mut table, from, records_before, after);
+        }
+        Ok(())
+    }
+}
+
+/// The answer for a name two labels below the zone: a challenge's TXT
+/// records when the name is `_acme-challenge.<label>` and `<label>` has
+/// one set. Returns whether the name exists.
+fn challenge_answer(
+    table: &Table,
+    qname: &Name,
+    qtype: RecordType,
+    answers: &mut Vec<Record>,
+) -> bool {
+    let mut labels = qname.iter();
+    let first = labels
+        .next()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase());
+    let label = labels
+        .next()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase());
+    let (Some(first), Some(label)) = (first, label) else {
+        return false;
+    };
+    if first != CHALLENGE_LABEL {
+        return false;
+    }
+    let Some((values, ttl)) = table.challenges.get(&label) else {
+        return false;
+    };
+    if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+        answers.extend(values.iter().map(|value| {
+            Record::from_rdata(
+                qname.clone(),
+                *ttl,
+                RData::TXT(TXT::new(vec![value.clone()])),
+            )
+        }));
+    }
+    true
 }
 
 /// Encodes `response`; when it is longer than `limit`, sends the question
@@ -736,6 +848,68 @@ mod tests {
         let gone = ask(&dns, "pi.peach.dinosaur.is.", RecordType::A);
         assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(dns.len(), 0);
+    }
+
+    #[test]
+    fn challenges_answer_txt_at_their_own_name_only() {
+        let dns = zone();
+        apply(&dns, set("pi", Some("192.0.2.7"), None));
+        let s0 = dns.serial();
+        let values = vec!["a".repeat(43), "b".repeat(43)];
+        dns.apply_challenges(&[ChallengeChange::Set(Challenge {
+            name: "Pi".into(),
+            txt: values.clone(),
+            ttl: 30,
+        })])
+        .expect("set");
+        assert!(dns.serial() > s0);
+        let txt = ask(
+            &dns,
+            "_ACME-challenge.pi.peach.dinosaur.is.",
+            RecordType::TXT,
+        );
+        assert_eq!(txt.metadata.response_code, ResponseCode::NoError);
+        assert!(txt.metadata.authoritative);
+        assert_eq!(data(&txt), values);
+        assert!(txt.answers.iter().all(|r| r.ttl == 30));
+        // Other types there: NODATA; the name's own records unchanged.
+        let a = ask(&dns, "_acme-challenge.pi.peach.dinosaur.is.", RecordType::A);
+        assert_eq!(
+            (a.metadata.response_code, a.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        assert_eq!(
+            data(&ask(&dns, "pi.peach.dinosaur.is.", RecordType::A)),
+            ["192.0.2.7"]
+        );
+        assert!(ask(&dns, "pi.peach.dinosaur.is.", RecordType::TXT)
+            .answers
+            .is_empty());
+        // Another label two down, or another name's challenge: NXDOMAIN.
+        for name in [
+            "_x.pi.peach.dinosaur.is.",
+            "_acme-challenge.other.peach.dinosaur.is.",
+        ] {
+            let nx = ask(&dns, name, RecordType::TXT);
+            assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        }
+        // A bad value anywhere changes nothing; clearing removes them.
+        let bad = ChallengeChange::Set(Challenge {
+            name: "pi".into(),
+            txt: vec!["x y".into()],
+            ttl: 60,
+        });
+        assert!(dns.apply_challenges(&[bad]).is_err());
+        assert_eq!(dns.challenge("pi").map(|c| c.txt), Some(values));
+        dns.apply_challenges(&[ChallengeChange::Clear { name: "pi".into() }])
+            .expect("clear");
+        let gone = ask(
+            &dns,
+            "_acme-challenge.pi.peach.dinosaur.is.",
+            RecordType::TXT,
+        );
+        assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+        assert!(dns.challenge("pi").is_none());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Integration tests of peach-dyndns-server, with the real parts (BIND's
 //! `named`, ssb-server, curl, dig) started by `testkit` on loopback.
 
+mod acme;
 mod api;
 mod bind;
 mod cli;

@@ -37,6 +37,15 @@ impl Running {
 }
 
 pub async fn start(p: &Pub) -> Running {
+    start_with(p.state.clone(), p.embedded.clone()).await
+}
+
+/// Runs the server on `state` (a restart builds a new one from the same
+/// config) with fresh loopback sockets.
+pub async fn start_with(
+    state: Arc<peach_dyndns_server::State>,
+    embedded: Option<Arc<peach_dyndns_server::dns::EmbeddedDns>>,
+) -> Running {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     // A UDP port the kernel picks may be taken for TCP by someone else
     // (other tests run at the same time): try again with another.
@@ -52,8 +61,6 @@ pub async fn start(p: &Pub) -> Running {
     let (udp, tcp, dns) = pair.expect("a port free for both UDP and TCP");
     let addr = http.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let state = p.state.clone();
-    let embedded = p.embedded.clone();
     let task = tokio::spawn(async move {
         let listeners = Listeners {
             http,
