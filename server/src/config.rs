@@ -302,6 +302,12 @@ pub enum DnsConfig {
         /// The zone's name servers (NS records); default `ns1.<domain>`.
         #[serde(default)]
         nameservers: Vec<String>,
+        /// Addresses of the name servers inside the zone (their A/AAAA
+        /// records, so resolvers need no glue from the parent), e.g.
+        /// `{ "ns1.peach.dinosaur.is" = ["192.0.2.53", "2001:db8::53"] }`:
+        /// at most one IPv4 and one IPv6 address each.
+        #[serde(default)]
+        nameserver_addresses: std::collections::BTreeMap<String, Vec<IpAddr>>,
         /// The SOA contact mailbox as a name; default `hostmaster.<domain>`.
         #[serde(default)]
         hostmaster: Option<String>,
@@ -356,11 +362,66 @@ impl Default for DnsConfig {
         DnsConfig::Embedded {
             listen: default_dns_listen(),
             nameservers: Vec::new(),
+            nameserver_addresses: Default::default(),
             hostmaster: None,
             secondaries: Vec::new(),
             serial_file: None,
         }
     }
+}
+
+/// `dns.nameserver_addresses`: each key one of the zone's name servers,
+/// one label directly under the zone, with at most one address per family.
+fn check_nameserver_addresses(
+    config: &Config,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let DnsConfig::Embedded {
+        nameservers,
+        nameserver_addresses,
+        ..
+    } = &config.dns
+    else {
+        return Ok(());
+    };
+    let key = "dns.nameserver_addresses";
+    let zone = config.domain.trim_end_matches('.').to_ascii_lowercase();
+    let default_ns = format!("ns1.{zone}");
+    for (host, addrs) in nameserver_addresses {
+        let host_lc = host.trim_end_matches('.').to_ascii_lowercase();
+        let listed = if nameservers.is_empty() {
+            host_lc == default_ns
+        } else {
+            nameservers
+                .iter()
+                .any(|ns| ns.trim_end_matches('.').eq_ignore_ascii_case(&host_lc))
+        };
+        if !listed {
+            return Err(invalid(
+                key,
+                format!("{host:?} is not one of the zone's nameservers"),
+            ));
+        }
+        let label = host_lc.strip_suffix(&format!(".{zone}"));
+        if !label.is_some_and(|l| !l.is_empty() && !l.contains('.')) {
+            return Err(invalid(
+                key,
+                format!(
+                    "{host:?} is not a name directly under {zone}: only in-zone name servers \
+                     need (and can have) their addresses here"
+                ),
+            ));
+        }
+        let v4 = addrs.iter().filter(|a| a.is_ipv4()).count();
+        let v6 = addrs.len() - v4;
+        if addrs.is_empty() || v4 > 1 || v6 > 1 {
+            return Err(invalid(
+                key,
+                format!("{host:?}: give one IPv4 address, one IPv6 address, or one of each"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One `[[dns.secondaries]]` entry of the embedded backend.
@@ -735,6 +796,7 @@ fn validate_secondaries(
 ) -> Result<(), ConfigError> {
     let database = config.database.clone();
     let dnssec = config.dnssec;
+    check_nameserver_addresses(config, invalid)?;
     let DnsConfig::Embedded {
         secondaries,
         serial_file,
@@ -840,6 +902,30 @@ mod tests {
         assert!(matches!(c.graph, GraphConfig::Ssb { .. }));
         assert_eq!(c.rate_limit.per_key_per_minute, 10);
         assert_eq!(c.announced_url(), "http://peach.dinosaur.is:8053/update");
+    }
+
+    #[test]
+    fn nameserver_addresses_are_for_in_zone_nameservers_only() {
+        let ok = parse(
+            "domain = \"peach.dinosaur.is\"\n[dns]\nbackend = \"embedded\"\n\
+             nameservers = [\"ns1.peach.dinosaur.is\", \"ns.example.org\"]\n\
+             nameserver_addresses = { \"ns1.peach.dinosaur.is\" = [\"192.0.2.53\", \"2001:db8::53\"] }\n",
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        for (ns, addrs) in [
+            ("ns.example.org", "[\"192.0.2.1\"]"),
+            ("ns9.peach.dinosaur.is", "[\"192.0.2.1\"]"),
+            ("ns1.peach.dinosaur.is", "[\"192.0.2.1\", \"192.0.2.2\"]"),
+            ("ns1.peach.dinosaur.is", "[]"),
+        ] {
+            let text = format!(
+                "domain = \"peach.dinosaur.is\"\n[dns]\nbackend = \"embedded\"\n\
+                 nameservers = [\"ns1.peach.dinosaur.is\", \"ns.example.org\"]\n\
+                 nameserver_addresses = {{ \"{ns}\" = {addrs} }}\n"
+            );
+            let err = parse(&text).expect_err(&text).to_string();
+            assert!(err.contains("dns.nameserver_addresses"), "{err}");
+        }
     }
 
     #[test]

@@ -135,6 +135,17 @@ impl EmbeddedDns {
         })
     }
 
+    /// Gives the in-zone name server `host` its addresses (A/AAAA, the
+    /// zone's TTL), before the registry is applied: they are part of the
+    /// zone from the start, in answers and transfers alike.
+    pub fn set_nameserver_address(
+        &self,
+        host: &str,
+        addrs: &[std::net::IpAddr],
+    ) -> Result<(), DnsError> {
+        self.data.set_static(host, addrs)
+    }
+
     /// The configured secondaries.
     pub fn secondaries(&self) -> &[Secondary] {
         &self.secondaries

@@ -375,6 +375,7 @@ pub fn build(cfg: &DnsConfig, zone: &str) -> Result<Backend, DnsError> {
     match cfg {
         DnsConfig::Embedded {
             nameservers,
+            nameserver_addresses,
             hostmaster,
             secondaries,
             serial_file,
@@ -384,13 +385,17 @@ pub fn build(cfg: &DnsConfig, zone: &str) -> Result<Backend, DnsError> {
                 .iter()
                 .map(transfer::Secondary::from_config)
                 .collect::<Result<Vec<_>, _>>()?;
-            let dns = Arc::new(EmbeddedDns::primary(
+            let dns = EmbeddedDns::primary(
                 zone,
                 nameservers,
                 hostmaster.as_deref(),
                 secondaries,
                 serial_file.as_deref(),
-            )?);
+            )?;
+            for (host, addrs) in nameserver_addresses {
+                dns.set_nameserver_address(host, addrs)?;
+            }
+            let dns = Arc::new(dns);
             Ok(Backend {
                 zone: Arc::clone(&dns) as Arc<dyn ZoneBackend>,
                 embedded: Some(dns),

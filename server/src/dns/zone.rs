@@ -585,6 +585,49 @@ fn next_serial(serial: u32) -> u32 {
 }
 
 impl Zone {
+    /// A record set that is not the registry's: the address of an in-zone
+    /// name server `host` (`ns1.<zone>`). Does not count as the registry's
+    /// first apply, nor bump the serial (it is there from the start).
+    pub(crate) fn set_static(
+        &self,
+        host: &str,
+        addrs: &[std::net::IpAddr],
+    ) -> Result<(), DnsError> {
+        let name =
+            Name::from_ascii(host.trim_end_matches('.')).map_err(|e| DnsError::InvalidName {
+                name: host.to_string(),
+                detail: e.to_string(),
+            })?;
+        let outside = || DnsError::InvalidName {
+            name: host.to_string(),
+            detail: format!("not a name directly under {}", self.zone),
+        };
+        let mut absolute = name.clone();
+        absolute.set_fqdn(true);
+        if absolute.num_labels() != self.zone.num_labels() + 1 || !self.zone.zone_of(&absolute) {
+            return Err(outside());
+        }
+        let label = name
+            .iter()
+            .next()
+            .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+            .ok_or_else(outside)?;
+        let mut entry = Entry {
+            ip: None,
+            ip6: None,
+            ttl: ZONE_TTL,
+        };
+        for addr in addrs {
+            match addr {
+                std::net::IpAddr::V4(a) => entry.ip = Some(*a),
+                std::net::IpAddr::V6(a) => entry.ip6 = Some(*a),
+            }
+        }
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        table.names.insert(label, entry);
+        Ok(())
+    }
+
     /// The ACME challenge of `label`, if one is set.
     pub(crate) fn challenge(&self, label: &str) -> Option<Challenge> {
         let key = label.to_ascii_lowercase();
@@ -758,6 +801,47 @@ mod tests {
 
     fn data(msg: &Message) -> Vec<String> {
         msg.answers.iter().map(|r| r.data.to_string()).collect()
+    }
+
+    #[test]
+    fn in_zone_nameservers_answer_their_addresses_and_are_transferred() {
+        let dns = zone();
+        dns.set_static(
+            "ns1.peach.dinosaur.is",
+            &[
+                "192.0.2.53".parse().expect("v4"),
+                "2001:db8::53".parse().expect("v6"),
+            ],
+        )
+        .expect("in zone");
+        assert_eq!(
+            data(&ask(&dns, "ns1.peach.dinosaur.is.", RecordType::A)),
+            ["192.0.2.53"]
+        );
+        assert_eq!(
+            data(&ask(&dns, "NS1.peach.dinosaur.is.", RecordType::AAAA)),
+            ["2001:db8::53"]
+        );
+        // Not the registry's first apply: transfers still wait for it.
+        assert!(matches!(dns.transfer_from(None), Transfer::NotReady));
+        apply(&dns, set("pi", Some("192.0.2.7"), None));
+        let Transfer::Full(_, records) = dns.transfer_from(None) else {
+            panic!("a full transfer");
+        };
+        let texts: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with("ns1.peach.dinosaur.is.") && t.contains("192.0.2.53")),
+            "{texts:?}"
+        );
+        for outside in [
+            "ns1.example.org",
+            "a.b.peach.dinosaur.is",
+            "peach.dinosaur.is",
+        ] {
+            assert!(dns.set_static(outside, &[]).is_err(), "{outside}");
+        }
     }
 
     #[test]
