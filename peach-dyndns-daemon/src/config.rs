@@ -150,7 +150,7 @@ pub struct Config {
     pub led: LedConfig,
     /// The certificate for the name (ACME DNS-01 through the pub).
     #[serde(default)]
-    pub acme: crate::acme::AcmeConfig,
+    pub acme: crate::acme::config::AcmeConfig,
 }
 
 /// `[registration]`: the name and the pub.

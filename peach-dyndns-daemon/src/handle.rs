@@ -57,7 +57,7 @@ pub struct Handle {
     /// One `configure` at a time (each reads, edits and writes the file).
     edit_lock: tokio::sync::Mutex<()>,
     /// The ACME task's part of the status (`crate::acme::run` sets it).
-    tls: watch::Sender<Option<crate::acme::TlsStatus>>,
+    tls: watch::Sender<Option<crate::acme::status::TlsStatus>>,
 }
 
 impl Handle {
@@ -99,7 +99,7 @@ impl Handle {
     }
 
     /// Sets the `tls` part of the status.
-    pub fn set_tls(&self, tls: Option<crate::acme::TlsStatus>) {
+    pub fn set_tls(&self, tls: Option<crate::acme::status::TlsStatus>) {
         self.tls.send_if_modified(|old| {
             if *old == tls {
                 false

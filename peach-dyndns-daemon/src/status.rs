@@ -169,7 +169,7 @@ pub struct Status {
     /// The certificate (`[acme]`): state, names, notAfter, last error;
     /// absent while ACME is off. Not part of `online`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<crate::acme::TlsStatus>,
+    pub tls: Option<crate::acme::status::TlsStatus>,
 }
 
 impl Status {

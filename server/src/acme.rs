@@ -15,8 +15,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::dns::{ChallengeChange, DnsError};
-use crate::pipeline::now_ms;
 use crate::registry::RegistryError;
 use crate::state::ReapplyError;
 use crate::State;

@@ -16,6 +16,7 @@
 //! - [`api`]: [`api::routes`], every HTTP endpoint as one warp filter.
 //! - [`http`]: reply helpers shared by the endpoints.
 //! - [`addr`]: IPv4-mapped addresses as IPv4, IPv6 sources per /64.
+//! - [`clock`]: unix milliseconds, and the dates the server shows.
 //! - [`conn`]: the HTTP accept loop: connection caps, per-source shares,
 //!   header and idle deadlines, plain and TLS listeners under one cap.
 //! - [`tls`]: the `[tls]` certificate and key, loaded with rustls, checked,
@@ -39,10 +40,13 @@
 //! - [`operator`]: what the operator commands do.
 //! - [`acme`]: ACME challenges over time: the start-up reconcile and the
 //!   expiry sweep (the ops themselves run in [`pipeline`]).
+//! - [`sweep`]: keys the pub stopped following: their names stop resolving
+//!   after a grace and are freed after a second one.
 
 pub mod acme;
 pub mod addr;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod control;

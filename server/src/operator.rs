@@ -427,7 +427,7 @@ pub fn names_table(
             Some(l) => {
                 let what = if l.blocked { "blocked" } else { "unfollowed" };
                 let (stops, frees) = crate::sweep::deadlines(grace, l);
-                let when = |ms: u64| crate::pipeline::humantime_utc(ms / 1000);
+                let when = |ms: u64| crate::clock::http_date(ms / 1000);
                 match l.suspended_ms {
                     Some(_) => format!(
                         "{what}; not resolving since {}; freed at {}",

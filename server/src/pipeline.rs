@@ -18,7 +18,7 @@
 //! passed, and the registry is committed only after DNS accepted the change.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use peach_dyndns_protocol::identity::PublicKey;
 use peach_dyndns_protocol::{rules, ErrorCode, ProtocolError};
@@ -229,13 +229,7 @@ pub struct Request {
     pub action: Action,
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 fn stale(last: u64, seq: u64) -> ApiError {
     let mut e = ApiError::new(
@@ -342,7 +336,7 @@ async fn lapse_note(state: &State, key: &PublicKey, blocked: bool) -> String {
         }
     };
     let (stops, frees) = crate::sweep::deadlines(&state.config.grace, &lapse);
-    let when = |ms: u64| humantime_utc(ms / 1000);
+    let when = |ms: u64| crate::clock::http_date(ms / 1000);
     let stopped = if lapse.suspended_ms.is_some() {
         "stopped resolving at"
     } else {
@@ -354,11 +348,6 @@ async fn lapse_note(state: &State, key: &PublicKey, blocked: bool) -> String {
         when(stops),
         when(frees)
     )
-}
-
-/// `Wed, 09 Dec 2026 01:02:03 GMT` for unix seconds `secs`.
-pub fn humantime_utc(secs: u64) -> String {
-    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// Runs a request from the graph check to the commit. See the module doc.

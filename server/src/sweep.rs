@@ -169,7 +169,7 @@ pub async fn run(state: Arc<State>, stop: impl std::future::Future<Output = ()>)
             _ = &mut stop => return,
             _ = ticks.tick() => {}
         }
-        match sweep(&state, crate::pipeline::now_ms()).await {
+        match sweep(&state, crate::clock::now_ms()).await {
             Ok(swept) => {
                 if let Some(why) = &swept.stopped {
                     tracing::warn!(reason = %why, "grace sweep stopped early; nothing else changed");

@@ -21,21 +21,22 @@
 //! - `order.rs`: one order, start to files.
 //! - `hook.rs`: `acme-hook set|clear` for certbot, acme.sh and lego.
 
-mod config;
+pub mod config;
 pub mod files;
 pub mod hook;
 pub mod http;
 pub mod order;
 pub mod signer;
+pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use peach_dyndns_protocol::identity::PublicKey;
-use serde::{Deserialize, Serialize};
 
 pub use config::{AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use status::TlsStatus;
 
 use crate::config::Config;
 use crate::handle::Handle;
@@ -55,21 +56,6 @@ pub const RATE_LIMIT_WAIT: Duration = Duration::from_secs(60 * 60);
 /// How often the task looks again while it waits for the name or a config
 /// change (the status channel wakes it sooner).
 const IDLE_LOOK: Duration = Duration::from_secs(30);
-
-/// The `tls` part of the status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TlsStatus {
-    /// `disabled`, `waiting` (for the name), `ordering`, `valid`, `error`.
-    pub state: String,
-    /// The names the certificate covers (or is ordered for).
-    pub names: Vec<String>,
-    /// The notAfter of the certificate on disk, Unix seconds.
-    pub not_after: Option<u64>,
-    /// When the next order is due, Unix seconds.
-    pub next_attempt_at: Option<u64>,
-    /// The last failure in words (cleared by success).
-    pub last_error: Option<String>,
-}
 
 /// The pub and name from the loop's status, once the pub accepted the name.
 fn target_of(status: &Status) -> Option<ChallengeTarget> {
