@@ -434,8 +434,24 @@ fn find_ssb_server(explicit: Option<&Path>) -> Result<PathBuf> {
             }
         });
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ssb/node_modules/.bin/ssb-server");
-    find_program(what, "ssb-server", Some(&path), &[])
+    find_program(what, "ssb-server", Some(&npm_ssb_server()), &[])
+}
+
+/// testkit's npm ssb-server. Found from the package under test at run
+/// time (cargo sets `CARGO_MANIFEST_DIR` to it, a sibling of `testkit/`),
+/// because the path compiled in may be of another clone that shared the
+/// build cache and is gone; the compiled-in path is the fallback.
+fn npm_ssb_server() -> PathBuf {
+    const REL: &str = "ssb/node_modules/.bin/ssb-server";
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        let dir = Path::new(&dir);
+        for candidate in [dir.join("../testkit").join(REL), dir.join(REL)] {
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(REL)
 }
 
 /// Starts `ssb-server start` with `HOME` and `ssb_appname` set.
