@@ -7,7 +7,7 @@
 //! daemon. An unknown key is an error, and every error names the file, the
 //! key and what is wrong with it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -265,9 +265,10 @@ pub struct SbotConfig {
         with = "duration::timeout_secs"
     )]
     pub timeout: Duration,
-    /// Believe announcements whose URL points at a loopback, private or
-    /// other non-public address (tests, a pub on the LAN). Off, an
-    /// announced URL must be `https://`, or `http://` to a public address.
+    /// Believe pub URLs, announced or configured (`registration.url`), that
+    /// point at a loopback, private or other non-public address or a
+    /// local-only name (tests, a pub on the LAN). Off, a pub URL must be
+    /// `https://` or `http://` to a public server.
     #[serde(default)]
     pub allow_private_pub_urls: bool,
 }
@@ -506,7 +507,8 @@ impl Config {
             rules::check_label(name).map_err(|e| invalid("registration.name", e.to_string()))?;
         }
         if let Some(url) = &reg.url {
-            check_http_url(url.as_str()).map_err(|reason| invalid("registration.url", reason))?;
+            check_pub_url(url.as_str(), self.sbot.allow_private_pub_urls)
+                .map_err(|reason| invalid("registration.url", reason))?;
         }
         if let Some(domain) = &reg.domain {
             check_domain(domain).map_err(|reason| invalid("registration.domain", reason))?;
@@ -625,6 +627,53 @@ impl SbotConfig {
     pub fn timeout(&self) -> Duration {
         self.timeout.min(max_timeout())
     }
+}
+
+/// Host names that never name a public server.
+const LOCAL_NAME_SUFFIXES: [&str; 6] = [
+    "localhost",
+    ".localhost",
+    ".local",
+    ".lan",
+    ".home.arpa",
+    ".internal",
+];
+
+/// Checks a pub's URL, announced or configured (`registration.url`):
+/// http(s) with a host, and unless `allow_private`
+/// (`sbot.allow_private_pub_urls`), a host that is not a loopback, private
+/// or other non-public address or local-only name. (An announced
+/// host name is resolved and checked again before use, see
+/// [`crate::directory::check_resolved`].)
+pub fn check_pub_url(url: &str, allow_private: bool) -> Result<Url, String> {
+    let parsed = check_http_url(url)?;
+    if allow_private {
+        return Ok(parsed);
+    }
+    let refuse = |why: String| {
+        Err(format!(
+            "{url:?} points at {why}, not a public server (set sbot.allow_private_pub_urls for a pub on the LAN)"
+        ))
+    };
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    // `host_str` writes an IPv6 host in brackets.
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<IpAddr>() {
+        if let Some(reason) = rules::non_global_reason(ip) {
+            return refuse(format!("{ip}, {reason}"));
+        }
+    } else {
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        if LOCAL_NAME_SUFFIXES
+            .iter()
+            .any(|s| name == s.trim_start_matches('.') || name.ends_with(s))
+        {
+            return refuse(format!("{name}, a local name"));
+        }
+    }
+    Ok(parsed)
 }
 
 /// Whether `url` is an absolute http(s) URL with a host.
@@ -864,6 +913,8 @@ mod tests {
             [led]
             kind = "sysfs"
             sysfs_name = "led0"
+            [sbot]
+            allow_private_pub_urls = true
             "#
         ))
         .expect("full config");
@@ -871,6 +922,39 @@ mod tests {
         assert_eq!(p.domain, "peach.dinosaur.is");
         assert_eq!(p.url.as_str(), "http://127.0.0.1:8053/update");
         assert_eq!(p.pub_id.to_string(), id);
+    }
+
+    /// A pub URL, configured or announced, may be plain HTTP only to a
+    /// public server; loopback, the LAN and local names need
+    /// `sbot.allow_private_pub_urls`.
+    #[test]
+    fn a_configured_pub_url_on_the_lan_needs_the_switch() {
+        let id = peach_dyndns_protocol::identity::Keypair::generate().id();
+        let table = |url: &str| {
+            format!("[registration]\npub_id = \"{id}\"\nurl = \"{url}\"\ndomain = \"a.b\"\n")
+        };
+        for ok in [
+            "https://dyndns.peach.dinosaur.is:8443/update",
+            "http://24.12.12.12:8053/update",
+            "http://dinosaur.is/update",
+        ] {
+            assert!(parse(&table(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:8053/update",
+            "http://192.168.1.10/update",
+            "https://10.0.0.1/update",
+            "http://[::1]/update",
+            "http://pub.lan/update",
+        ] {
+            let err = parse(&table(bad)).expect_err(bad).to_string();
+            assert!(
+                err.contains("registration.url") && err.contains("allow_private_pub_urls"),
+                "{bad}: {err}"
+            );
+            let allowed = table(bad) + "[sbot]\nallow_private_pub_urls = true\n";
+            assert!(parse(&allowed).is_ok(), "{bad} with the switch");
+        }
     }
 
     /// Every error names the file and the key (and the line for syntax).

@@ -15,7 +15,7 @@ use crate::directory::{NoSbot, PubDirectory};
 use crate::dns::UdpDns;
 use crate::handle::Handle;
 use crate::ip::SourceChain;
-use crate::pubapi::{http_client, HttpPubApi};
+use crate::pubapi::{http_client, HttpError, HttpPubApi};
 use crate::status::{unix_ms, Phase, Problem, Status};
 use crate::updater::{random_jitter, Command, Services, Updater};
 use crate::{led, sbot, web};
@@ -30,8 +30,15 @@ const ONCE_DNS_STEP: Duration = Duration::from_secs(1);
 
 /// The real services for a config: reqwest for HTTP, UDP for DNS, the
 /// local sbot for pubs (unless `sbot.enabled = false`).
-pub fn real_services(config: &Config) -> Result<Services, reqwest::Error> {
-    let client = http_client(config.http_timeout())?;
+pub fn real_services(config: &Config) -> Result<Services, HttpError> {
+    let client = http_client(config.http_timeout(), config.acme.ca_file())?;
+    Ok(services_with(config, client))
+}
+
+/// The real services over a given HTTP client (one from
+/// [`crate::pubapi::http_client_builder`], e.g. with a name pinned to an
+/// address in a test).
+pub fn services_with(config: &Config, client: reqwest::Client) -> Services {
     let directory: Arc<dyn PubDirectory> = if config.sbot.enabled {
         Arc::new(sbot::SbotDirectory::new(
             config.sbot.clone(),
@@ -40,14 +47,14 @@ pub fn real_services(config: &Config) -> Result<Services, reqwest::Error> {
     } else {
         Arc::new(NoSbot)
     };
-    Ok(Services {
+    Services {
         discover: Arc::new(SourceChain::new(client.clone())),
         pub_api: Arc::new(HttpPubApi::new(client)),
         dns: Arc::new(UdpDns),
         directory,
         jitter: random_jitter(),
         clock: Arc::new(unix_ms),
-    })
+    }
 }
 
 /// A daemon ready to run: the loop, and the handle the RPC uses.

@@ -26,7 +26,7 @@ use reqwest::Url;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::{check_domain, check_http_url, Config};
+use crate::config::{check_domain, Config};
 use crate::BoxFuture;
 
 /// The SSB message type of announcements.
@@ -110,50 +110,9 @@ impl PubDirectory for NoSbot {
     }
 }
 
-/// Host names that never name a public server.
-const LOCAL_NAME_SUFFIXES: [&str; 6] = [
-    "localhost",
-    ".localhost",
-    ".local",
-    ".lan",
-    ".home.arpa",
-    ".internal",
-];
-
-/// Checks an announced URL: http(s) with a host, and unless
-/// `allow_private`, a host that is not a loopback, private or other
-/// non-public address or local-only name. (A host name is resolved and
-/// checked again before use, see [`check_resolved`].)
-pub fn check_announced_url(url: &str, allow_private: bool) -> Result<Url, String> {
-    let parsed = check_http_url(url)?;
-    if allow_private {
-        return Ok(parsed);
-    }
-    let refuse = |why: String| {
-        Err(format!(
-            "{url:?} points at {why}, not a public server (set sbot.allow_private_pub_urls for a pub on the LAN)"
-        ))
-    };
-    let host = parsed
-        .host_str()
-        .ok_or_else(|| format!("{url:?} has no host"))?;
-    // `host_str` writes an IPv6 host in brackets.
-    let literal = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = literal.parse::<IpAddr>() {
-        if let Some(reason) = rules::non_global_reason(ip) {
-            return refuse(format!("{ip}, {reason}"));
-        }
-    } else {
-        let name = host.trim_end_matches('.').to_ascii_lowercase();
-        if LOCAL_NAME_SUFFIXES
-            .iter()
-            .any(|s| name == s.trim_start_matches('.') || name.ends_with(s))
-        {
-            return refuse(format!("{name}, a local name"));
-        }
-    }
-    Ok(parsed)
-}
+/// Checks an announced URL: the rule of [`crate::config::check_pub_url`], which a
+/// configured `registration.url` follows too.
+pub use crate::config::check_pub_url as check_announced_url;
 
 /// Checks the addresses an announced `http://` host name resolves to:
 /// every one must be public (with `https://` the certificate check does
@@ -307,7 +266,8 @@ mod tests {
         let kp = Keypair::generate();
         let config = Config::from_str(
             &format!(
-                "[registration]\npub_id = \"{}\"\nurl = \"http://127.0.0.1:1/update\"\ndomain = \"a.example\"\n",
+                "[registration]\npub_id = \"{}\"\nurl = \"http://127.0.0.1:1/update\"\ndomain = \"a.example\"\n\
+                 [sbot]\nallow_private_pub_urls = true\n",
                 kp.id()
             ),
             std::path::Path::new("t.toml"),

@@ -625,7 +625,7 @@ mod tests {
     }
 
     fn client() -> reqwest::Client {
-        crate::pubapi::http_client(std::time::Duration::from_secs(2)).expect("client")
+        crate::pubapi::http_client(std::time::Duration::from_secs(2), None).expect("client")
     }
 
     /// The pub's `/ip` is believed only as its statement signed over the

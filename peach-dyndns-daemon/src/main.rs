@@ -296,7 +296,7 @@ async fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port());
     }
     let url = format!("http://{addr}/rpc");
-    let client = peach_dyndns_daemon::pubapi::http_client(Duration::from_secs(5))?;
+    let client = peach_dyndns_daemon::pubapi::http_client(Duration::from_secs(5), None)?;
     let answer: serde_json::Value = client
         .post(&url)
         .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "status"}))

@@ -4,7 +4,10 @@
 //! "retry later" or "retrying cannot fix this".
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 use std::time::Duration;
+
+pub use peach_dyndns_acme::http::HttpError;
 
 use peach_dyndns_protocol::seal::Envelope;
 use peach_dyndns_protocol::{ErrorCode, MAX_BODY_BYTES};
@@ -16,11 +19,11 @@ use crate::BoxFuture;
 /// The most of an answer body the daemon reads: the pub's answers are a
 /// few hundred bytes; anything far larger is not the pub speaking.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// The longest `Retry-After` believed: a day. The header comes from
-/// outside (`Retry-After: 18446744073709551615` once made the daemon panic
-/// in `Instant` arithmetic); a pub that wants a Pi to wait longer than a
-/// day is not one to wait for, and the daily refresh would come due anyway.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// `Retry-After` from the pub and the CA is read by one function, clamped
+/// to a day (`Retry-After: 18446744073709551615` once made the daemon
+/// panic in `Instant` arithmetic; a pub that wants a Pi to wait longer
+/// than a day is not one to wait for).
+pub use peach_dyndns_acme::http::{parse_retry_after, MAX_RETRY_AFTER};
 
 /// The pub's answer to an accepted update.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -367,19 +370,6 @@ fn refusal(
     }
 }
 
-/// `Retry-After` in delta-seconds (the form the pub sends), clamped to
-/// [`MAX_RETRY_AFTER`]; a number too large even for `u64` is the maximum
-/// too. HTTP dates are not used by the pub and are ignored (the backoff
-/// applies instead).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let digits = value.trim();
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let secs = digits.parse::<u64>().unwrap_or(u64::MAX);
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
-}
-
 /// A reqwest error in words, with its cause chain (reqwest's own Display
 /// hides the useful part, e.g. "connection refused").
 pub fn describe_reqwest(e: &reqwest::Error) -> String {
@@ -408,15 +398,22 @@ pub fn describe_reqwest(e: &reqwest::Error) -> String {
 /// `/ip` report the proxy's address), no redirects (a pub or echo service
 /// that answers 3xx is not followed anywhere, so an announced URL cannot
 /// bounce the Pi's requests to a host it would not have asked), a user
-/// agent naming the daemon.
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .user_agent(concat!("peach-dyndns-daemon/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// agent naming the daemon. HTTPS is verified against the webpki roots
+/// plus those of `ca_file` (`acme.ca_file`: a pub or CA with a private
+/// root).
+pub fn http_client(
+    timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::Client, HttpError> {
+    Ok(http_client_builder(timeout, ca_file)?.build()?)
+}
+
+/// What [`http_client`] builds, before it is built.
+pub fn http_client_builder(
+    timeout: Duration,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::ClientBuilder, HttpError> {
+    peach_dyndns_acme::http::client_builder(timeout, ca_file, crate::acme::USER_AGENT)
 }
 
 #[cfg(test)]
@@ -510,27 +507,6 @@ mod tests {
         assert_eq!(
             ip_url(&prefixed).map(String::from).as_deref(),
             Some("https://pub.example/dyndns/ip")
-        );
-    }
-
-    #[test]
-    fn retry_after_seconds() {
-        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after(" 5 "), Some(Duration::from_secs(5)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after("-5"), None);
-    }
-
-    /// Regression: `Retry-After: 18446744073709551615` (and larger) made
-    /// the daemon panic adding it to an `Instant`; it is clamped to a day.
-    #[test]
-    fn a_huge_retry_after_is_clamped_to_a_day() {
-        for huge in ["18446744073709551615", "99999999999999999999999", "86401"] {
-            assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
-        }
-        assert_eq!(
-            parse_retry_after("86400"),
-            Some(Duration::from_secs(86_400))
         );
     }
 }

@@ -157,6 +157,12 @@ fn default_grace_check() -> u64 {
 /// `[tls]`: HTTPS on its own listen address, beside plain HTTP on
 /// `listen` (which routers' `/nic/update` and `/ip` keep using). The same
 /// routes, deadlines and per-source caps as plain HTTP.
+///
+/// The certificate comes from files (`certificate` and `key`, e.g.
+/// certbot's, reloaded when they change), or with `acme = true` from an
+/// ACME CA: the server then answers its own DNS-01 challenge in its zone
+/// for `public_url`'s host (one label under `domain`), writes the files
+/// under `<database's directory>/tls/` and renews them by itself.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -164,15 +170,36 @@ pub struct TlsConfig {
     #[serde(default = "default_tls_listen")]
     pub listen: SocketAddr,
     /// PEM certificate chain: the server's certificate first, then the
-    /// intermediates (certbot's `fullchain.pem`).
+    /// intermediates (certbot's `fullchain.pem`). With `acme = true` it is
+    /// `<database's directory>/tls/fullchain.pem` and may not be set.
+    #[serde(default)]
     pub certificate: PathBuf,
     /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1;
-    /// certbot's `privkey.pem`).
+    /// certbot's `privkey.pem`). With `acme = true`,
+    /// `<database's directory>/tls/privkey.pem`.
+    #[serde(default)]
     pub key: PathBuf,
     /// Seconds between looks at the two files; a changed file (mtime,
     /// size, inode, as certbot's renewal changes them) is loaded again.
     #[serde(default = "default_tls_reload")]
     pub reload_interval_secs: u64,
+    /// Get and renew the certificate for `public_url`'s host from an ACME
+    /// CA, answering the DNS-01 challenge in the server's own zone.
+    #[serde(default)]
+    pub acme: bool,
+    /// The CA's RFC 8555 directory (`https://` only).
+    #[serde(default = "default_acme_directory")]
+    pub acme_directory_url: String,
+    /// A contact address for the CA's expiry mails (optional).
+    #[serde(default)]
+    pub acme_email: Option<String>,
+    /// Extra root certificates (PEM) trusted for the CA's own HTTPS,
+    /// besides the webpki roots: a private CA, or Pebble in tests.
+    #[serde(default)]
+    pub acme_ca_file: Option<PathBuf>,
+    /// Renew this many days before the certificate's notAfter.
+    #[serde(default = "default_renew_before_days")]
+    pub acme_renew_before_days: u32,
 }
 
 impl TlsConfig {
@@ -180,6 +207,23 @@ impl TlsConfig {
     pub fn reload_interval(&self) -> Duration {
         Duration::from_secs(self.reload_interval_secs)
     }
+
+    /// With `acme = true`: where the certificate, its key and the ACME
+    /// account are kept (`<database's directory>/tls`).
+    pub fn acme_dir(&self) -> Option<&Path> {
+        self.acme.then(|| self.certificate.parent()).flatten()
+    }
+}
+
+/// Let's Encrypt's production directory: the default CA of `tls.acme`.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+fn default_acme_directory() -> String {
+    LETS_ENCRYPT.to_string()
+}
+fn default_renew_before_days() -> u32 {
+    // Let's Encrypt's own advice for 90-day certificates.
+    30
 }
 
 fn default_tls_listen() -> SocketAddr {
@@ -667,26 +711,7 @@ impl Config {
         {
             return Err(invalid("rate_limit", "limits must be at least 1".into()));
         }
-        if let Some(tls) = &config.tls {
-            if tls.reload_interval_secs == 0 || tls.reload_interval_secs > 86_400 {
-                return Err(invalid(
-                    "tls.reload_interval_secs",
-                    "must be between 1 and 86400 seconds".into(),
-                ));
-            }
-            if tls.listen == config.listen
-                || (tls.listen.port() == config.listen.port()
-                    && (tls.listen.ip().is_unspecified() || config.listen.ip().is_unspecified()))
-            {
-                return Err(invalid(
-                    "tls.listen",
-                    format!(
-                        "{} overlaps `listen` ({}): plain HTTP and HTTPS need their own ports",
-                        tls.listen, config.listen
-                    ),
-                ));
-            }
-        }
+        validate_tls(&mut config, &invalid)?;
         if let Some(url) = &config.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
@@ -772,6 +797,14 @@ impl Config {
         })
     }
 
+    /// With `tls.acme = true`: the label of `public_url`'s host, whose
+    /// `_acme-challenge` the server sets in its own zone.
+    pub fn own_acme_label(&self) -> Option<String> {
+        self.tls.as_ref().filter(|tls| tls.acme)?;
+        let host = self.public_host()?;
+        label_under(&host, &self.domain).map(str::to_string)
+    }
+
     /// The host of `public_url`, lower case, without a port (brackets of
     /// an IPv6 literal removed): the name the HTTPS certificate must cover.
     pub fn public_host(&self) -> Option<String> {
@@ -786,6 +819,121 @@ impl Config {
         };
         (!host.is_empty()).then(|| rules::normalize_domain(host))
     }
+}
+
+/// `host`'s first label when `host` is exactly one label under `domain`.
+fn label_under<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    host.strip_suffix(domain)?
+        .strip_suffix('.')
+        .filter(|label| !label.is_empty() && !label.contains('.'))
+}
+
+/// Checks `[tls]`: its port, its interval, a certificate from files or
+/// from ACME (then filling in the files' paths beside the database).
+fn validate_tls(
+    config: &mut Config,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let listen = config.listen;
+    let host = config.public_host();
+    let domain = config.domain.clone();
+    let database = config.database.clone();
+    let public_url = config.public_url.clone();
+    let Some(tls) = &mut config.tls else {
+        return Ok(());
+    };
+    if tls.reload_interval_secs == 0 || tls.reload_interval_secs > 86_400 {
+        return Err(invalid(
+            "tls.reload_interval_secs",
+            "must be between 1 and 86400 seconds".into(),
+        ));
+    }
+    if tls.listen == listen
+        || (tls.listen.port() == listen.port()
+            && (tls.listen.ip().is_unspecified() || listen.ip().is_unspecified()))
+    {
+        return Err(invalid(
+            "tls.listen",
+            format!(
+                "{} overlaps `listen` ({listen}): plain HTTP and HTTPS need their own ports",
+                tls.listen
+            ),
+        ));
+    }
+    if !tls.acme {
+        for (key, path) in [("tls.certificate", &tls.certificate), ("tls.key", &tls.key)] {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(
+                    key,
+                    "missing: name the PEM file (or set tls.acme = true)".into(),
+                ));
+            }
+        }
+        return Ok(());
+    }
+    for (key, path) in [("tls.certificate", &tls.certificate), ("tls.key", &tls.key)] {
+        if !path.as_os_str().is_empty() {
+            return Err(invalid(
+                key,
+                "not with tls.acme = true: the certificate and key are written to the \
+                 `tls` directory beside `database`"
+                    .into(),
+            ));
+        }
+    }
+    match (&public_url, &host) {
+        (Some(url), Some(host)) => {
+            label_under(host, &domain).ok_or_else(|| {
+                invalid(
+                    "tls.acme",
+                    format!(
+                        "public_url {url:?}: its host must be one label under {domain} \
+                         (e.g. https://dyndns.{domain}:{}/update), so the server can answer \
+                         the DNS-01 challenge in its own zone; for another host use \
+                         certificate files (certbot)",
+                        tls.listen.port()
+                    ),
+                )
+            })?;
+        }
+        _ => {
+            return Err(invalid(
+                "tls.acme",
+                format!(
+                    "needs public_url with a host one label under {domain} \
+                     (e.g. https://dyndns.{domain}:{}/update)",
+                    tls.listen.port()
+                ),
+            ))
+        }
+    };
+    if !tls.acme_directory_url.starts_with("https://") {
+        return Err(invalid(
+            "tls.acme_directory_url",
+            format!(
+                "{:?} is not https:// (RFC 8555 §6.1)",
+                tls.acme_directory_url
+            ),
+        ));
+    }
+    if tls.acme_renew_before_days == 0 || tls.acme_renew_before_days > 3650 {
+        return Err(invalid(
+            "tls.acme_renew_before_days",
+            format!("{} is not between 1 and 3650", tls.acme_renew_before_days),
+        ));
+    }
+    if let Some(email) = &tls.acme_email {
+        if !peach_dyndns_acme::is_mail_address(email) {
+            return Err(invalid(
+                "tls.acme_email",
+                format!("{email:?} is not a mail address"),
+            ));
+        }
+    }
+    let dir = database.parent().unwrap_or(Path::new("")).join("tls");
+    tls.certificate = peach_dyndns_acme::order::fullchain_path(&dir);
+    tls.key = peach_dyndns_acme::order::privkey_path(&dir);
+    Ok(())
 }
 
 /// Checks `[[dns.secondaries]]` and `dnssec`, and fills in the serial
@@ -1014,6 +1162,69 @@ mod tests {
                 .expect_err(bad)
                 .to_string();
             assert!(err.contains(want), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_acme_needs_a_host_one_label_under_the_zone() {
+        let c = parse(
+            "domain = \"peach.dinosaur.is\"\ndatabase = \"/var/lib/p/registry.sqlite3\"\n\
+             public_url = \"https://dyndns.peach.dinosaur.is:8443/update\"\n\
+             [tls]\nacme = true\nacme_email = \"ops@dinosaur.is\"",
+        )
+        .expect("valid");
+        let tls = c.tls.as_ref().expect("tls");
+        assert_eq!(tls.certificate, Path::new("/var/lib/p/tls/fullchain.pem"));
+        assert_eq!(tls.key, Path::new("/var/lib/p/tls/privkey.pem"));
+        assert_eq!(tls.acme_dir(), Some(Path::new("/var/lib/p/tls")));
+        assert_eq!(tls.acme_directory_url, LETS_ENCRYPT);
+        assert_eq!(tls.acme_renew_before_days, 30);
+        assert_eq!(c.own_acme_label().as_deref(), Some("dyndns"));
+        // Files: no ACME label, no ACME directory.
+        let files = parse(
+            "domain = \"a.b\"\npublic_url = \"https://x.a.b/update\"\n\
+             [tls]\ncertificate = \"/c\"\nkey = \"/k\"",
+        )
+        .expect("valid");
+        assert_eq!(files.own_acme_label(), None);
+        assert_eq!(files.tls.as_ref().and_then(|t| t.acme_dir()), None);
+        for (bad, key) in [
+            ("[tls]\nacme = true", "tls.acme"),
+            (
+                "public_url = \"https://a.b/update\"\n[tls]\nacme = true",
+                "tls.acme",
+            ),
+            (
+                "public_url = \"https://x.y.a.b/update\"\n[tls]\nacme = true",
+                "tls.acme",
+            ),
+            (
+                "public_url = \"https://elsewhere.example/update\"\n[tls]\nacme = true",
+                "tls.acme",
+            ),
+            (
+                "public_url = \"https://x.a.b/update\"\n[tls]\nacme = true\ncertificate = \"/c\"",
+                "tls.certificate",
+            ),
+            (
+                "public_url = \"https://x.a.b/update\"\n[tls]\nacme = true\n\
+                 acme_directory_url = \"http://ca/dir\"",
+                "tls.acme_directory_url",
+            ),
+            (
+                "public_url = \"https://x.a.b/update\"\n[tls]\nacme = true\nacme_email = \"nobody\"",
+                "tls.acme_email",
+            ),
+            (
+                "public_url = \"https://x.a.b/update\"\n[tls]\nacme = true\nacme_renew_before_days = 0",
+                "tls.acme_renew_before_days",
+            ),
+            ("[tls]\ncertificate = \"/c\"", "tls.key"),
+        ] {
+            let err = parse(&format!("domain = \"a.b\"\n{bad}"))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
         }
     }
 

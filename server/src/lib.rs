@@ -21,6 +21,8 @@
 //!   header and idle deadlines, plain and TLS listeners under one cap.
 //! - [`tls`]: the `[tls]` certificate and key, loaded with rustls, checked,
 //!   reloaded when the files change.
+//! - [`own_cert`]: `[tls] acme = true`: the pub's own certificate from an
+//!   ACME CA, its DNS-01 challenge answered in its own zone, renewed.
 //! - [`update`]: the front door of signed updates (`POST /update`): open,
 //!   verify, the checks that need no lock.
 //! - [`dyndns2`]: the front door of `GET /nic/update` for routers,
@@ -57,6 +59,7 @@ pub mod http;
 pub mod locks;
 pub mod metrics;
 pub mod operator;
+pub mod own_cert;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod registry;

@@ -377,7 +377,19 @@ pub fn tls_check(
     let Some(tls) = &config.tls else {
         return Ok(None);
     };
-    let loaded = crate::tls::load(&tls.certificate, &tls.key)?;
+    let loaded = match crate::tls::load(&tls.certificate, &tls.key) {
+        Ok(loaded) => loaded,
+        Err(e) if tls.acme => {
+            return Ok(Some(format!(
+                "tls: acme = true (https on {}, {}): no certificate yet ({e}); the \
+                 server orders one from {} when it starts\n",
+                tls.listen,
+                tls.certificate.display(),
+                tls.acme_directory_url,
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let info = &loaded.info;
     let mut report = format!(
         "tls: OK (https on {}, certificate {}, key {})

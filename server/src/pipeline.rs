@@ -396,13 +396,13 @@ pub async fn run(state: &State, req: Request) -> Result<Accepted, ApiError> {
             .map(Accepted::Records),
         Action::AcmeSet(txt) => {
             let seq = seq.expect("invariant: the ACME ops are signed");
-            acme_set(state, &req.name, key, txt, seq)
+            acme_set(state, &req.name, key, txt, Some(seq))
                 .await
                 .map(Accepted::Challenge)
         }
         Action::AcmeClear => {
             let seq = seq.expect("invariant: the ACME ops are signed");
-            acme_clear(state, &req.name, &key, seq)
+            acme_clear(state, &req.name, &key, Some(seq))
                 .await
                 .map(Accepted::Challenge)
         }
@@ -608,13 +608,15 @@ fn challenge_fqdn(state: &State, name: &str) -> String {
 
 /// `acme_set`: the name's challenge answers exactly `txt` until
 /// `acme_lifetime_secs` from now. The intent is noted before DNS changes,
-/// so a crash before the commit is put right at the next start.
-async fn acme_set(
+/// so a crash before the commit is put right at the next start. The caller
+/// holds the name's lock. `seq` is the request's (none for the server's
+/// own challenge, [`crate::own_cert`]).
+pub(crate) async fn acme_set(
     state: &State,
     name: &str,
     key: String,
     txt: Vec<String>,
-    seq: u64,
+    seq: Option<u64>,
 ) -> Result<AcmeOk, ApiError> {
     let internal = |e: crate::registry::RegistryError| ApiError::internal(e.to_string());
     let previous = state.registry.challenge(name).map_err(internal)?;
@@ -649,12 +651,18 @@ async fn acme_set(
         fqdn: challenge_fqdn(state, name),
         txt: challenge.txt,
         expires_at: challenge.expires_at,
-        seq,
+        seq: seq.unwrap_or(0),
     })
 }
 
-/// `acme_clear`: the name's challenge answers nothing any more.
-async fn acme_clear(state: &State, name: &str, key: &str, seq: u64) -> Result<AcmeOk, ApiError> {
+/// `acme_clear`: the name's challenge answers nothing any more (the
+/// caller holds the name's lock; `seq` as for [`acme_set`]).
+pub(crate) async fn acme_clear(
+    state: &State,
+    name: &str,
+    key: &str,
+    seq: Option<u64>,
+) -> Result<AcmeOk, ApiError> {
     let internal = |e: crate::registry::RegistryError| ApiError::internal(e.to_string());
     let previous = state.registry.challenge(name).map_err(internal)?;
     state
@@ -670,7 +678,7 @@ async fn acme_clear(state: &State, name: &str, key: &str, seq: u64) -> Result<Ac
         .map_err(dns_refused)?;
     if let Err(e) = state
         .registry
-        .commit_challenge_clear(name, Some((key, seq)), None)
+        .commit_challenge_clear(name, seq.map(|seq| (key, seq)), None)
     {
         restore_challenge(state, name, previous.as_ref()).await;
         return Err(internal(e));
@@ -681,7 +689,7 @@ async fn acme_clear(state: &State, name: &str, key: &str, seq: u64) -> Result<Ac
         fqdn: challenge_fqdn(state, name),
         txt: Vec::new(),
         expires_at: now_secs(),
-        seq,
+        seq: seq.unwrap_or(0),
     })
 }
 

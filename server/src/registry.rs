@@ -987,12 +987,12 @@ impl Registry {
         Ok(())
     }
 
-    /// Stores a challenge and its owner's new `seq`, and forgets the
-    /// intent, in one transaction.
+    /// Stores a challenge and its owner's new `seq` (none for the server's
+    /// own challenge), and forgets the intent, in one transaction.
     pub fn commit_challenge(
         &self,
         challenge: &StoredChallenge,
-        seq: u64,
+        seq: Option<u64>,
     ) -> Result<(), RegistryError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
@@ -1010,7 +1010,9 @@ impl Registry {
             ],
         )
         .map_err(|e| self.sql(e))?;
-        set_seq(&tx, &challenge.owner, seq).map_err(|e| self.sql(e))?;
+        if let Some(seq) = seq {
+            set_seq(&tx, &challenge.owner, seq).map_err(|e| self.sql(e))?;
+        }
         tx.execute(
             "DELETE FROM acme_intents WHERE name = ?1",
             params![challenge.name],

@@ -226,13 +226,22 @@ pub async fn run(
         }))
     };
     let mut transports = vec![(listeners.http, conn::Transport::Plain)];
-    let mut tls_task = None;
+    let mut tls_tasks = Vec::new();
     if let Some((tls, listener)) = https {
         transports.push((listener, conn::Transport::Tls(tls.acceptor())));
         let mut rx = stop_rx.clone();
-        tls_task = Some(tokio::spawn(tls.watch(async move {
+        tls_tasks.push(tokio::spawn(tls.clone().watch(async move {
             let _ = rx.wait_for(|stop| *stop).await;
         })));
+        // `acme = true`: order and renew; the zone already answers.
+        let mut rx = stop_rx.clone();
+        tls_tasks.push(tokio::spawn(crate::own_cert::run(
+            state.clone(),
+            tls,
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            },
+        )));
     }
     let mut http_rx = stop_rx;
     let limits = state.config.http.limits();
@@ -262,7 +271,7 @@ pub async fn run(
         http_task.abort();
     }
     sweep_task.abort();
-    if let Some(task) = tls_task {
+    for task in tls_tasks {
         task.abort();
     }
     sweeper.abort();
@@ -284,18 +293,17 @@ pub async fn run(
 /// Logs what is served at start, with a warning for a certificate that
 /// has expired, expires within 14 days, or does not cover `public_url`'s host.
 fn warn_about_certificate(tls: &Tls, public_host: Option<&str>) {
-    let info = tls.info();
+    let (Some(info), Some(current)) = (tls.info(), tls.current()) else {
+        tracing::info!("no TLS certificate yet: ordering one from the ACME CA (HTTPS handshakes fail until it is issued)");
+        return;
+    };
     tracing::info!(
         names = ?info.names,
         not_after = %info.not_after_utc(),
         "TLS certificate loaded"
     );
-    for warning in crate::tls::warnings(
-        &info,
-        &tls.current(),
-        public_host,
-        std::time::SystemTime::now(),
-    ) {
+    for warning in crate::tls::warnings(&info, &current, public_host, std::time::SystemTime::now())
+    {
         tracing::warn!("{warning}");
     }
 }

@@ -316,21 +316,21 @@ fn stamps(certificate: &Path, key: &Path) -> Stamps {
     (of(certificate), of(key))
 }
 
-/// The certificate rustls serves: whatever was last loaded successfully.
+/// The certificate rustls serves: whatever was last loaded successfully
+/// (none yet with `acme = true` before the first order: handshakes then
+/// fail with an alert and plain HTTP goes on).
 #[derive(Debug)]
 pub struct Resolver {
     /// Swapped whole by a reload; each handshake clones the `Arc`.
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Option<Arc<CertifiedKey>>>,
 }
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -351,8 +351,8 @@ pub struct Tls {
     /// The stamps of the last version looked at (loaded or refused), so
     /// each change is tried, and each refusal logged, once.
     seen: Mutex<Stamps>,
-    /// What is being served.
-    info: Mutex<CertInfo>,
+    /// What is being served (none before an ACME order's first certificate).
+    info: Mutex<Option<CertInfo>>,
 }
 
 /// What one look at the files found.
@@ -369,11 +369,26 @@ pub enum Reload {
 impl Tls {
     /// Loads the files of `config` (a start-up error names the file) and
     /// builds the rustls server config: TLS 1.2 and 1.3, ALPN `http/1.1`.
+    /// With `acme = true` files that are missing or do not load are no
+    /// error: the server starts without a certificate and orders one.
     pub fn new(config: &TlsConfig) -> Result<Tls, TlsError> {
         let seen = stamps(&config.certificate, &config.key);
-        let loaded = load(&config.certificate, &config.key)?;
+        let loaded = match load(&config.certificate, &config.key) {
+            Ok(loaded) => Some(loaded),
+            Err(e) if config.acme => {
+                if seen != (None, None) {
+                    tracing::warn!(error = %e, "the ACME certificate on disk does not load; ordering a new one");
+                }
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let (certified, info) = match loaded {
+            Some(loaded) => (Some(loaded.certified), Some(loaded.info)),
+            None => (None, None),
+        };
         let resolver = Arc::new(Resolver {
-            current: RwLock::new(loaded.certified),
+            current: RwLock::new(certified),
         });
         let mut server = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -388,7 +403,7 @@ impl Tls {
             resolver,
             acceptor: TlsAcceptor::from(Arc::new(server)),
             seen: Mutex::new(seen),
-            info: Mutex::new(loaded.info),
+            info: Mutex::new(info),
         })
     }
 
@@ -397,13 +412,13 @@ impl Tls {
         self.acceptor.clone()
     }
 
-    /// What is being served now.
-    pub fn info(&self) -> CertInfo {
+    /// What is being served now (none: no certificate yet).
+    pub fn info(&self) -> Option<CertInfo> {
         self.info.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The certificate and key being served now.
-    pub fn current(&self) -> Arc<CertifiedKey> {
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.resolver
             .current
             .read()
@@ -427,8 +442,8 @@ impl Tls {
                     .resolver
                     .current
                     .write()
-                    .unwrap_or_else(|e| e.into_inner()) = loaded.certified;
-                *self.info.lock().unwrap_or_else(|e| e.into_inner()) = loaded.info.clone();
+                    .unwrap_or_else(|e| e.into_inner()) = Some(loaded.certified);
+                *self.info.lock().unwrap_or_else(|e| e.into_inner()) = Some(loaded.info.clone());
                 Reload::Loaded(loaded.info)
             }
             Err(e) => Reload::Refused(e),

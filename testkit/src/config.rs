@@ -302,13 +302,16 @@ impl DaemonConfig {
 
     /// `[registration] pub_id`, `url` and `domain`: a pub configured
     /// completely, so no sbot is needed to find it.
+    ///
+    /// The tests' pubs are on loopback, which a pub URL may only point at
+    /// with `[sbot] allow_private_pub_urls`: that is set too.
     pub fn static_pub(mut self, pub_id: &str, url: &str, domain: &str) -> Self {
         self.registration
             .push(("pub_id".into(), toml_string(pub_id)));
         self.registration.push(("url".into(), toml_string(url)));
         self.registration
             .push(("domain".into(), toml_string(domain)));
-        self
+        self.allow_private_pub_urls(true)
     }
 
     /// `[registration] pub_id` alone: the rest comes from the pub's
@@ -374,9 +377,11 @@ impl DaemonConfig {
         self
     }
 
-    /// `[sbot] allow_private_pub_urls`: believe announcements of loopback
-    /// URLs, as the tests' pubs make.
+    /// `[sbot] allow_private_pub_urls`: believe pub URLs (announced or
+    /// configured) on loopback, as the tests' pubs have. Set once: a
+    /// second call replaces the first.
     pub fn allow_private_pub_urls(mut self, allow: bool) -> Self {
+        self.sbot.retain(|(key, _)| key != "allow_private_pub_urls");
         self.sbot
             .push(("allow_private_pub_urls".into(), allow.to_string()));
         self

@@ -87,10 +87,7 @@ impl AcmeConfig {
             ));
         }
         if let Some(email) = &self.email {
-            let ok = email.split_once('@').is_some_and(|(user, host)| {
-                !user.is_empty() && !host.is_empty() && !email.contains([' ', ',', ':'])
-            });
-            if !ok {
+            if !peach_dyndns_acme::is_mail_address(email) {
                 return Err(("acme.email", format!("{email:?} is not a mail address")));
             }
         }
@@ -105,17 +102,12 @@ impl AcmeConfig {
 
     /// `fullchain.pem`: the certificate and its chain.
     pub fn fullchain_path(&self) -> PathBuf {
-        self.cert_dir.join("fullchain.pem")
+        peach_dyndns_acme::order::fullchain_path(&self.cert_dir)
     }
 
     /// `privkey.pem`: the certificate's key (kept across renewals).
     pub fn privkey_path(&self) -> PathBuf {
-        self.cert_dir.join("privkey.pem")
-    }
-
-    /// `account.json`: the ACME account's key and URL, per directory.
-    pub fn account_path(&self) -> PathBuf {
-        self.cert_dir.join("account.json")
+        peach_dyndns_acme::order::privkey_path(&self.cert_dir)
     }
 
     /// The extra roots file, if any.

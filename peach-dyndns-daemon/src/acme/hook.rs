@@ -124,7 +124,8 @@ pub async fn run(config: &Config, call: &HookCall) -> Result<String, String> {
         .load()
         .ok()
         .and_then(|s| s.seq(&target.pub_id));
-    let client = http_client(config.http_timeout()).map_err(|e| e.to_string())?;
+    let client =
+        http_client(config.http_timeout(), config.acme.ca_file()).map_err(|e| e.to_string())?;
     let mut signer = ChallengeSigner::new(
         keypair,
         std::sync::Arc::new(HttpPubApi::new(client)),
@@ -208,7 +209,7 @@ async fn ask_daemon(config: &Config) -> Option<ChallengeTarget> {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let client = http_client(Duration::from_secs(3)).ok()?;
+    let client = http_client(Duration::from_secs(3), None).ok()?;
     let answer: serde_json::Value = client
         .post(format!("http://{addr}/rpc"))
         .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "status"}))

@@ -13,18 +13,17 @@
 //!
 //! Layout:
 //! - `config.rs`: [`AcmeConfig`], the `[acme]` table.
-//! - `files.rs`: atomic writes, the certificate's notAfter and names.
-//! - `http.rs`: the reqwest client (webpki roots + `ca_file`) and
-//!   instant-acme's HTTP over it.
+//! - `files`, `http`: from `peach-dyndns-acme` (atomic writes, the
+//!   certificate's notAfter and names; the reqwest client with webpki roots
+//!   + `ca_file` and instant-acme's HTTP over it), shared with the server.
 //! - `signer.rs`: [`signer::ChallengeSigner`], `acme_set`/`acme_clear`
 //!   signed, sealed and sent (also used by the hook mode).
-//! - `order.rs`: one order, start to files.
+//! - `order.rs`: the Pi's order (names, files, the pub as the challenger),
+//!   run by `peach-dyndns-acme`.
 //! - `hook.rs`: `acme-hook set|clear` for certbot, acme.sh and lego.
 
 pub mod config;
-pub mod files;
 pub mod hook;
-pub mod http;
 pub mod order;
 pub mod signer;
 pub mod status;
@@ -36,6 +35,7 @@ use std::time::Duration;
 use peach_dyndns_protocol::identity::PublicKey;
 
 pub use config::{AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use peach_dyndns_acme::{files, http};
 pub use status::TlsStatus;
 
 use crate::config::Config;
@@ -45,6 +45,9 @@ use crate::state::StateStore;
 use crate::status::Status;
 use crate::updater::backoff;
 use signer::{ChallengeSigner, ChallengeTarget};
+
+/// The user agent of the daemon's HTTP requests.
+pub const USER_AGENT: &str = concat!("peach-dyndns-daemon/", env!("CARGO_PKG_VERSION"));
 
 /// After a certificate was issued, the next order comes no sooner than
 /// this, even when the new certificate is already within
@@ -247,7 +250,7 @@ async fn order_once(
     let (_, signer) = signer
         .as_mut()
         .expect("invariant: the signer was made just above");
-    let client = http::client_with_roots(config.http_timeout(), config.acme.ca_file())
+    let client = http::client_with_roots(config.http_timeout(), config.acme.ca_file(), USER_AGENT)
         .map_err(|e| fail(order::OrderError::Key(e.to_string())))?;
     let acme_http = http::AcmeHttp::new(client);
     let result = order::obtain(&config.acme, &acme_http, signer, target).await;

@@ -54,6 +54,16 @@ fn certificates(chain: &str) -> Vec<String> {
 /// Checks the files against Pebble's root and the names; returns the leaf's
 /// serial.
 fn check_files(cert_dir: &Path, pebble: &Pebble, fqdn: &str) -> String {
+    check_files_for(
+        cert_dir,
+        pebble,
+        &[fqdn.to_string(), format!("*.{fqdn}")],
+        0o640,
+    )
+}
+
+/// [`check_files`] for any names and key mode.
+fn check_files_for(cert_dir: &Path, pebble: &Pebble, names: &[String], key_mode: u32) -> String {
     let work = tempfile::tempdir().expect("tmp");
     let chain = std::fs::read_to_string(cert_dir.join("fullchain.pem")).expect("fullchain.pem");
     let certs = certificates(&chain);
@@ -84,16 +94,19 @@ fn check_files(cert_dir: &Path, pebble: &Pebble, fqdn: &str) -> String {
         ],
         work.path(),
     );
-    assert!(text.contains(&format!("DNS:{fqdn}")), "{text}");
-    assert!(text.contains(&format!("DNS:*.{fqdn}")), "{text}");
-    // The key on disk is the certificate's, and only owner and group read it.
+    let sans: Vec<&str> = text
+        .split([',', '\n'])
+        .filter_map(|part| part.trim().strip_prefix("DNS:"))
+        .collect();
+    assert_eq!(sans, names, "{text}");
+    // The key on disk is the certificate's, and only those it is for read it.
     let key = cert_dir.join("privkey.pem");
     let mode = std::fs::metadata(&key)
         .expect("privkey.pem")
         .permissions()
         .mode()
         & 0o777;
-    assert_eq!(mode, 0o640, "privkey.pem mode");
+    assert_eq!(mode, key_mode, "privkey.pem mode");
     let cert_pub = openssl(
         &["x509", "-in", "leaf.pem", "-noout", "-pubkey"],
         work.path(),
@@ -421,4 +434,135 @@ fn which(program: &str) -> PathBuf {
         .unwrap_or_else(|| {
             panic!("`{program}` is missing; scripts/install-test-deps installs it (Debian package {program})")
         })
+}
+
+/// `[tls] acme = true`: the pub gets its own certificate for `dyndns.<zone>`
+/// from Pebble, answering the DNS-01 challenge in its own embedded zone,
+/// and serves it; the challenge is gone afterwards and the certificate is
+/// kept across a restart (no second order). The daemon then updates over
+/// HTTPS, trusting Pebble's root through `acme.ca_file`; a daemon without
+/// that root refuses the pub's certificate and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pubs_own_certificate_from_pebble_then_the_daemon_updates_over_https() {
+    let pi = Pi::new();
+    let dns = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let pebble = Pebble::builder().dns_server(dns).start();
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+    let host = format!("dyndns.{DOMAIN}");
+    let https = Https {
+        public_url: format!("https://{host}:{}/update", listen.port()),
+        table: format!(
+            "acme = true\nacme_directory_url = {}\nacme_ca_file = {}\n",
+            testkit::toml_string(pebble.directory_url()),
+            testkit::toml_string(pebble.listener_ca_path().display()),
+        ),
+        listen,
+    };
+    let started = Instant::now();
+    let mut pub_ = TestPub::start_https(&[&pi.keypair], dns, https).await;
+    let root = pi.dir.path().join("pebble-root.pem");
+    std::fs::write(&root, pebble.root_pem()).expect("write root");
+    // A client that knows where the name is and trusts only Pebble's root.
+    let pinned = |ca: Option<&Path>| {
+        peach_dyndns_daemon::pubapi::http_client_builder(Duration::from_secs(5), ca)
+            .expect("client")
+            .resolve(&host, listen)
+            .build()
+            .expect("client")
+    };
+    let health = format!("https://{host}:{}/health", listen.port());
+    let trusting = pinned(Some(&root));
+    let mut answered = None;
+    while started.elapsed() < ORDER_WAIT {
+        if let Ok(r) = trusting.get(&health).send().await {
+            answered = Some(r.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        answered,
+        Some(reqwest::StatusCode::OK),
+        "no HTTPS answer with a certificate from Pebble within {ORDER_WAIT:?}; pebble: {}",
+        pebble.log_tail()
+    );
+    eprintln!("server acme = true: start to certificate served: {took:?}");
+    let tls_dir = pub_.dir.path().join("tls");
+    check_files_for(&tls_dir, &pebble, std::slice::from_ref(&host), 0o600);
+    let h = host.clone();
+    let txt = tokio::task::spawn_blocking(move || txt_at(dns, &h))
+        .await
+        .expect("dig");
+    assert!(
+        txt.is_empty(),
+        "the server's challenge was left behind: {txt:?}"
+    );
+
+    // A restart serves the certificate on disk at once, without ordering.
+    let chain_before = std::fs::read(tls_dir.join("fullchain.pem")).expect("chain");
+    pub_.restart().await;
+    let r = trusting
+        .get(&health)
+        .send()
+        .await
+        .expect("HTTPS after a restart");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        std::fs::read(tls_dir.join("fullchain.pem")).expect("chain"),
+        chain_before,
+        "a restart ordered again"
+    );
+
+    // The daemon without Pebble's root: the certificate is refused.
+    let text = pi.config_text(&pub_, "", "");
+    let config = pi.write_config(&text);
+    let services = peach_dyndns_daemon::daemon::services_with(&config, pinned(None));
+    let mut daemon = RunningDaemon::start_with(&pi, config, services).await;
+    let st = daemon
+        .wait_until("a refused certificate", ORDER_WAIT, |st| {
+            st["state"] == "error"
+        })
+        .await;
+    let error = st["last_error"].as_str().unwrap_or_default().to_lowercase();
+    assert!(error.contains("certificate"), "{st}");
+    daemon.stop().await;
+    assert!(
+        testkit::dig(dns, &format!("eb4890.{DOMAIN}"), "A")
+            .tries(1)
+            .short()
+            .is_empty(),
+        "an update got through a certificate the daemon cannot verify"
+    );
+
+    // With `acme.ca_file` naming Pebble's root: online over HTTPS.
+    let text = pi.config_text(&pub_, "", "")
+        + &format!(
+            "\n[acme]\nca_file = {}\n",
+            testkit::toml_string(root.display())
+        );
+    let config = pi.write_config(&text);
+    assert!(config
+        .registration
+        .url
+        .as_ref()
+        .is_some_and(|u| u.scheme() == "https"));
+    let client = peach_dyndns_daemon::pubapi::http_client_builder(
+        config.http_timeout(),
+        config.acme.ca_file(),
+    )
+    .expect("client with acme.ca_file")
+    .resolve(&host, listen)
+    .build()
+    .expect("client");
+    let services = peach_dyndns_daemon::daemon::services_with(&config, client);
+    let mut daemon = RunningDaemon::start_with(&pi, config, services).await;
+    let st = daemon
+        .wait_until("online over HTTPS", ORDER_WAIT, |st| {
+            st["state"] == "online" && st["dns_verified"] == true
+        })
+        .await;
+    assert_eq!(st["url"], pub_.update_url(), "{st}");
+    daemon.stop().await;
+    pub_.stop().await;
 }

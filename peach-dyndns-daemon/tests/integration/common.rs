@@ -39,8 +39,18 @@ pub struct TestPub {
     pub dir: Arc<TempDir>,
     allowed: Vec<String>,
     pub_dns: PubDns,
+    https: Option<Https>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+/// HTTPS for a [`TestPub`]: its `public_url`, the `[tls]` table's body
+/// (without `listen`) and the HTTPS address.
+#[derive(Clone)]
+pub struct Https {
+    pub public_url: String,
+    pub table: String,
+    pub listen: SocketAddr,
 }
 
 impl TestPub {
@@ -50,13 +60,31 @@ impl TestPub {
         let keypair = Keypair::generate();
         testkit::write_secret(&dir.path().join("secret"), &keypair.to_secret_file());
         let allowed = allowed.iter().map(|k| k.id()).collect();
-        TestPub::start_in(dir, keypair, allowed, PubDns::Embedded, None).await
+        TestPub::start_in(dir, keypair, allowed, PubDns::Embedded, None, None).await
+    }
+
+    /// A pub on its embedded DNS at `dns` with HTTPS as `https` says.
+    pub async fn start_https(allowed: &[&Keypair], dns: SocketAddr, https: Https) -> TestPub {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let keypair = Keypair::generate();
+        testkit::write_secret(&dir.path().join("secret"), &keypair.to_secret_file());
+        let allowed = allowed.iter().map(|k| k.id()).collect();
+        let http = SocketAddr::from(([127, 0, 0, 1], testkit::free_port()));
+        TestPub::start_in(
+            dir,
+            keypair,
+            allowed,
+            PubDns::Embedded,
+            Some((http, dns)),
+            Some(https),
+        )
+        .await
     }
 
     /// A pub on its embedded DNS with a given identity and files.
     pub async fn start_as(dir: Arc<TempDir>, keypair: Keypair, allowed: &[&Keypair]) -> TestPub {
         let allowed = allowed.iter().map(|k| k.id()).collect();
-        TestPub::start_in(dir, keypair, allowed, PubDns::Embedded, None).await
+        TestPub::start_in(dir, keypair, allowed, PubDns::Embedded, None, None).await
     }
 
     /// A pub with another DNS backend.
@@ -65,7 +93,7 @@ impl TestPub {
         let keypair = Keypair::generate();
         testkit::write_secret(&dir.path().join("secret"), &keypair.to_secret_file());
         let allowed = allowed.iter().map(|k| k.id()).collect();
-        TestPub::start_in(dir, keypair, allowed, pub_dns, None).await
+        TestPub::start_in(dir, keypair, allowed, pub_dns, None, None).await
     }
 
     async fn start_in(
@@ -74,12 +102,25 @@ impl TestPub {
         allowed: Vec<String>,
         pub_dns: PubDns,
         ports: Option<(SocketAddr, SocketAddr)>,
+        https: Option<Https>,
     ) -> TestPub {
-        let text = ServerConfig::new(DOMAIN)
+        let mut text = ServerConfig::new(DOMAIN)
             .listen("127.0.0.1:0")
             .secret(dir.path().join("secret"))
             .database(dir.path().join("registry.sqlite3"))
             .allow_private_addresses(true);
+        if let Some(https) = &https {
+            text = text
+                .top(&format!(
+                    "public_url = {}",
+                    testkit::toml_string(&https.public_url)
+                ))
+                .table(&format!(
+                    "[tls]\nlisten = {}\n{}",
+                    testkit::toml_string(https.listen),
+                    https.table
+                ));
+        }
         let text = match &pub_dns {
             PubDns::Embedded => text.dns_embedded("127.0.0.1:0"),
             PubDns::Other { table, .. } => text.dns(table),
@@ -107,9 +148,13 @@ impl TestPub {
             PubDns::Other { server, .. } => (None, None, *server),
         };
         let http_addr = http.local_addr().expect("addr");
+        let https_listener = match &https {
+            Some(h) => Some(TcpListener::bind(h.listen).await.expect("bind https")),
+            None => None,
+        };
         let listeners = peach_dyndns_server::Listeners {
             http,
-            https: None,
+            https: https_listener,
             dns_udp,
             dns_tcp,
         };
@@ -130,13 +175,18 @@ impl TestPub {
             dir,
             allowed,
             pub_dns,
+            https,
             stop: Some(stop),
             task: Some(task),
         }
     }
 
+    /// Its `public_url` with HTTPS, else plain HTTP on loopback.
     pub fn update_url(&self) -> String {
-        format!("http://{}/update", self.http)
+        match &self.https {
+            Some(https) => https.public_url.clone(),
+            None => format!("http://{}/update", self.http),
+        }
     }
 
     /// Stops the server (its files stay).
@@ -158,6 +208,7 @@ impl TestPub {
             self.allowed.clone(),
             self.pub_dns.clone(),
             Some((self.http, self.dns)),
+            self.https.clone(),
         )
         .await;
         *self = again;
@@ -230,8 +281,17 @@ pub struct RunningDaemon {
 
 impl RunningDaemon {
     pub async fn start(pi: &Pi, config: Config) -> RunningDaemon {
-        init_logs();
         let services = real_services(&config).expect("services");
+        RunningDaemon::start_with(pi, config, services).await
+    }
+
+    /// With the given services (e.g. an HTTP client with a name pinned).
+    pub async fn start_with(
+        pi: &Pi,
+        config: Config,
+        services: peach_dyndns_daemon::updater::Services,
+    ) -> RunningDaemon {
+        init_logs();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind rpc");
         let rpc = listener.local_addr().expect("addr");
         let daemon = Daemon::new(config, Some(pi.config_path()), services);
