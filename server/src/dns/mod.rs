@@ -379,6 +379,7 @@ pub fn build(cfg: &DnsConfig, zone: &str) -> Result<Backend, DnsError> {
             hostmaster,
             secondaries,
             serial_file,
+            limits,
             ..
         } => {
             let secondaries = secondaries
@@ -391,7 +392,8 @@ pub fn build(cfg: &DnsConfig, zone: &str) -> Result<Backend, DnsError> {
                 hostmaster.as_deref(),
                 secondaries,
                 serial_file.as_deref(),
-            )?;
+            )?
+            .with_limits(limits.limits());
             for (host, addrs) in nameserver_addresses {
                 dns.set_nameserver_address(host, addrs)?;
             }
