@@ -935,9 +935,10 @@ impl Config {
     }
 }
 
-/// Checks `[[dns.secondaries]]`, `dns.nameserver_addresses`,
-/// `[dns.limits]` and `dnssec`, and fills in the serial file's default
-/// path beside the database.
+/// Checks `[[dns.secondaries]]` and `dnssec`, and fills in the serial
+/// file's default path beside the database.
+/// The other `[dns]` checks run from here too: `dns.nameserver_addresses`
+/// and `[dns.limits]`.
 fn validate_secondaries(
     config: &mut Config,
     invalid: &dyn Fn(&'static str, String) -> ConfigError,
