@@ -222,17 +222,7 @@ impl HttpPubApi {
             detail: "cannot build the /names URL".into(),
             retry_after: None,
         })?;
-        let response = self
-            .client
-            .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| UpdateError::Unreachable {
-                url: url.to_string(),
-                detail: describe_reqwest(&e),
-            })?;
-        let (status, retry_after, value) = read_json(&url, response).await?;
+        let (status, retry_after, value) = self.get_json(&url).await?;
         if (200..300).contains(&status) && value.get("available").is_some_and(|v| v.is_boolean()) {
             return Ok(value);
         }
@@ -250,6 +240,19 @@ impl HttpPubApi {
                 detail: format!("cannot build the /health URL: {e}"),
                 retry_after: None,
             })?;
+        let (status, retry_after, value) = self.get_json(&url).await?;
+        if status == 200 && value.get("ok").and_then(|v| v.as_bool()) == Some(true) {
+            return Ok(value);
+        }
+        Err(refusal(&url, status, retry_after, &value))
+    }
+
+    /// `GET url` asking for JSON: the status, `Retry-After` and the body
+    /// (`/names/<label>` and `/health` each judge the answer themselves).
+    async fn get_json(
+        &self,
+        url: &Url,
+    ) -> Result<(u16, Option<Duration>, serde_json::Value), UpdateError> {
         let response = self
             .client
             .get(url.clone())
@@ -260,11 +263,7 @@ impl HttpPubApi {
                 url: url.to_string(),
                 detail: describe_reqwest(&e),
             })?;
-        let (status, retry_after, value) = read_json(&url, response).await?;
-        if status == 200 && value.get("ok").and_then(|v| v.as_bool()) == Some(true) {
-            return Ok(value);
-        }
-        Err(refusal(&url, status, retry_after, &value))
+        read_json(url, response).await
     }
 }
 

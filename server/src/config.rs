@@ -365,6 +365,9 @@ pub enum DnsConfig {
         /// beside `database`.
         #[serde(default)]
         serial_file: Option<PathBuf>,
+        /// `[dns.limits]`: what one source may take of the server.
+        #[serde(default)]
+        limits: DnsLimitsConfig,
     },
     /// RFC 2136 to the local BIND with its session key (`nsupdate -l`).
     BindLocal {
@@ -410,8 +413,152 @@ impl Default for DnsConfig {
             hostmaster: None,
             secondaries: Vec::new(),
             serial_file: None,
+            limits: DnsLimitsConfig::default(),
         }
     }
+}
+
+/// `[dns.limits]` of the embedded backend: response rate limiting of UDP
+/// answers (as BIND's `rate-limit`) and the caps on TCP connections, in
+/// the config's units.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsLimitsConfig {
+    /// UDP answers a second to one source prefix (an IPv4 /24, an IPv6
+    /// /56) before the rest are dropped; also the burst allowed at once.
+    #[serde(default = "default_rrl_per_second")]
+    pub rrl_per_second: u32,
+    /// Of the answers dropped, every this-many-th is sent empty with TC
+    /// set, so a real client behind the prefix retries over TCP (BIND's
+    /// `slip`); 0 sends none.
+    #[serde(default = "default_rrl_slip")]
+    pub rrl_slip: u32,
+    /// TCP connections served at once; more are accepted and closed.
+    #[serde(default = "default_max_tcp_connections")]
+    pub max_tcp_connections: usize,
+    /// TCP connections one source (an IPv4 address or an IPv6 /64) may
+    /// hold at once.
+    #[serde(default = "default_max_tcp_per_source")]
+    pub max_tcp_per_source: usize,
+    /// Seconds a TCP connection may sit without a query before it is closed.
+    #[serde(default = "default_tcp_idle_timeout")]
+    pub tcp_idle_timeout_secs: u64,
+}
+
+impl Default for DnsLimitsConfig {
+    fn default() -> DnsLimitsConfig {
+        DnsLimitsConfig {
+            rrl_per_second: default_rrl_per_second(),
+            rrl_slip: default_rrl_slip(),
+            max_tcp_connections: default_max_tcp_connections(),
+            max_tcp_per_source: default_max_tcp_per_source(),
+            tcp_idle_timeout_secs: default_tcp_idle_timeout(),
+        }
+    }
+}
+
+fn default_rrl_per_second() -> u32 {
+    // BIND's documentation suggests 5–20 for an authoritative server;
+    // resolvers cache our answers for the TTL, so 20 is generous.
+    20
+}
+fn default_rrl_slip() -> u32 {
+    // BIND's default `slip 2`: every second dropped answer goes out empty
+    // with TC, no larger than the query, so no amplification.
+    2
+}
+fn default_max_tcp_connections() -> usize {
+    // Below BIND's default `tcp-clients` (150): a flood of idle
+    // connections cannot use up memory or descriptors.
+    128
+}
+fn default_max_tcp_per_source() -> usize {
+    // A resolver needs one or two; eight leaves room for a NAT.
+    8
+}
+fn default_tcp_idle_timeout() -> u64 {
+    // RFC 7766 §6.2.3 asks servers to close idle connections; BIND waits
+    // 30 s, but our answers are single queries from resolvers, so 10 s
+    // keeps slots free.
+    10
+}
+
+/// The embedded DNS's limits as the server uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsLimits {
+    /// See [`DnsLimitsConfig::rrl_per_second`].
+    pub rrl_per_second: u32,
+    /// See [`DnsLimitsConfig::rrl_slip`].
+    pub rrl_slip: u32,
+    /// See [`DnsLimitsConfig::max_tcp_connections`].
+    pub max_tcp_connections: usize,
+    /// See [`DnsLimitsConfig::max_tcp_per_source`].
+    pub max_tcp_per_source: usize,
+    /// See [`DnsLimitsConfig::tcp_idle_timeout_secs`].
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for DnsLimits {
+    fn default() -> DnsLimits {
+        DnsLimitsConfig::default().limits()
+    }
+}
+
+impl DnsLimitsConfig {
+    /// The limits, with the timeout as a duration.
+    pub fn limits(&self) -> DnsLimits {
+        DnsLimits {
+            rrl_per_second: self.rrl_per_second,
+            rrl_slip: self.rrl_slip,
+            max_tcp_connections: self.max_tcp_connections,
+            max_tcp_per_source: self.max_tcp_per_source,
+            tcp_idle_timeout: Duration::from_secs(self.tcp_idle_timeout_secs),
+        }
+    }
+}
+
+/// `[dns.limits]`: each value within its bounds.
+fn check_dns_limits(
+    config: &Config,
+    invalid: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let DnsConfig::Embedded { limits, .. } = &config.dns else {
+        return Ok(());
+    };
+    // 1000: BIND's own ceiling for `responses-per-second`.
+    if limits.rrl_per_second == 0 || limits.rrl_per_second > 1000 {
+        return Err(invalid(
+            "dns.limits.rrl_per_second",
+            "must be between 1 and 1000".into(),
+        ));
+    }
+    // 10: BIND's ceiling for `slip`.
+    if limits.rrl_slip > 10 {
+        return Err(invalid(
+            "dns.limits.rrl_slip",
+            "must be between 0 (never) and 10".into(),
+        ));
+    }
+    if limits.max_tcp_connections == 0 || limits.max_tcp_connections > 65_536 {
+        return Err(invalid(
+            "dns.limits.max_tcp_connections",
+            "must be between 1 and 65536".into(),
+        ));
+    }
+    if limits.max_tcp_per_source == 0 || limits.max_tcp_per_source > limits.max_tcp_connections {
+        return Err(invalid(
+            "dns.limits.max_tcp_per_source",
+            "must be at least 1 and at most dns.limits.max_tcp_connections".into(),
+        ));
+    }
+    // 300: past five minutes an idle connection only holds a slot.
+    if limits.tcp_idle_timeout_secs == 0 || limits.tcp_idle_timeout_secs > 300 {
+        return Err(invalid(
+            "dns.limits.tcp_idle_timeout_secs",
+            "must be between 1 and 300 seconds".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `dns.nameserver_addresses`: each key one of the zone's name servers,
@@ -938,6 +1085,8 @@ fn validate_tls(
 
 /// Checks `[[dns.secondaries]]` and `dnssec`, and fills in the serial
 /// file's default path beside the database.
+/// The other `[dns]` checks run from here too: `dns.nameserver_addresses`
+/// and `[dns.limits]`.
 fn validate_secondaries(
     config: &mut Config,
     invalid: &dyn Fn(&'static str, String) -> ConfigError,
@@ -945,6 +1094,7 @@ fn validate_secondaries(
     let database = config.database.clone();
     let dnssec = config.dnssec;
     check_nameserver_addresses(config, invalid)?;
+    check_dns_limits(config, invalid)?;
     let DnsConfig::Embedded {
         secondaries,
         serial_file,
@@ -1127,6 +1277,74 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn dns_limits_have_defaults_and_bounds() {
+        let c = parse("domain = \"a.b\"").expect("valid");
+        let DnsConfig::Embedded { limits, .. } = &c.dns else {
+            panic!("embedded")
+        };
+        let l = limits.limits();
+        assert_eq!(l, DnsLimits::default());
+        assert_eq!((l.rrl_per_second, l.rrl_slip), (20, 2));
+        assert_eq!((l.max_tcp_connections, l.max_tcp_per_source), (128, 8));
+        assert_eq!(l.tcp_idle_timeout, Duration::from_secs(10));
+        let c = parse(
+            "domain = \"a.b\"\n[dns]\nbackend = \"embedded\"\n[dns.limits]\n\
+             rrl_per_second = 5\nrrl_slip = 0\nmax_tcp_connections = 4\n\
+             max_tcp_per_source = 4\ntcp_idle_timeout_secs = 300",
+        )
+        .expect("valid");
+        let DnsConfig::Embedded { limits, .. } = &c.dns else {
+            panic!("embedded")
+        };
+        assert_eq!(
+            limits.limits(),
+            DnsLimits {
+                rrl_per_second: 5,
+                rrl_slip: 0,
+                max_tcp_connections: 4,
+                max_tcp_per_source: 4,
+                tcp_idle_timeout: Duration::from_secs(300),
+            }
+        );
+        for (bad, key) in [
+            ("rrl_per_second = 0", "dns.limits.rrl_per_second"),
+            ("rrl_per_second = 1001", "dns.limits.rrl_per_second"),
+            ("rrl_slip = 11", "dns.limits.rrl_slip"),
+            ("max_tcp_connections = 0", "dns.limits.max_tcp_connections"),
+            (
+                "max_tcp_connections = 65537",
+                "dns.limits.max_tcp_connections",
+            ),
+            ("max_tcp_per_source = 0", "dns.limits.max_tcp_per_source"),
+            (
+                "max_tcp_connections = 4\nmax_tcp_per_source = 5",
+                "dns.limits.max_tcp_per_source",
+            ),
+            (
+                "tcp_idle_timeout_secs = 0",
+                "dns.limits.tcp_idle_timeout_secs",
+            ),
+            (
+                "tcp_idle_timeout_secs = 301",
+                "dns.limits.tcp_idle_timeout_secs",
+            ),
+            ("rrl_window = 1", "rrl_window"),
+        ] {
+            let text =
+                format!("domain = \"a.b\"\n[dns]\nbackend = \"embedded\"\n[dns.limits]\n{bad}");
+            let err = parse(&text).expect_err(bad).to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+            assert!(err.contains("/etc/peach-dyndns/server.toml"), "{err}");
+        }
+        // The limits are the embedded server's: other backends have none.
+        let err =
+            parse("domain = \"a.b\"\n[dns]\nbackend = \"bind-local\"\n[dns.limits]\nrrl_slip = 1")
+                .expect_err("bind-local has no limits")
+                .to_string();
+        assert!(err.contains("limits"), "{err}");
     }
 
     #[test]

@@ -132,7 +132,10 @@ pub fn key_file_text(name: &str) -> String {
 /// the ACME challenges; the `rfc2136`
 /// backend, which works for a server running as its own user), and BIND's
 /// session key (`bind-local`, `nsupdate`, what `update-policy local;`
-/// allows), which only root and `bind` can read.
+/// allows), which only root and `bind` can read. The same two keys may
+/// transfer the zone: at start the server reads it back to remove records
+/// of names its registry does not hold (secondaries of this BIND are
+/// added to that list by the operator).
 pub fn named_conf_text(domain: &str, zone_file: &Path, key_file: &Path) -> String {
     format!(
         "// {domain}: written by `peach-dyndns-server init`.\n\
@@ -140,7 +143,9 @@ pub fn named_conf_text(domain: &str, zone_file: &Path, key_file: &Path) -> Strin
          include \"{}\";\n\
          zone \"{domain}\" {{\n    type primary;\n    file \"{}\";\n    \
          update-policy {{\n        grant {KEY_NAME} zonesub A AAAA TXT;\n        \
-         grant local-ddns zonesub ANY;\n    }};\n}};\n",
+         grant local-ddns zonesub ANY;\n    }};\n    \
+         // The server reads the zone back at start; add your secondaries here.\n    \
+         allow-transfer {{ key {KEY_NAME}; key local-ddns; }};\n}};\n",
         key_file.display(),
         zone_file.display()
     )
@@ -854,6 +859,7 @@ mod tests {
         assert!(conf.contains("include \"/etc/bind/k.key\";"));
         assert!(conf.contains("grant peach-dyndns zonesub A AAAA TXT;"));
         assert!(conf.contains("grant local-ddns zonesub ANY;"));
+        assert!(conf.contains("allow-transfer { key peach-dyndns; key local-ddns; };"));
         assert!(conf.contains("file \"/var/lib/bind/db.x\";"));
         let key = key_file_text("peach-dyndns");
         assert!(

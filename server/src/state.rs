@@ -11,7 +11,7 @@ use peach_dyndns_protocol::seal::Opener;
 
 use crate::addr::source_of;
 use crate::config::Config;
-use crate::dns::{ZoneBackend, ZoneChange};
+use crate::dns::{ChallengeChange, ZoneBackend, ZoneChange};
 use crate::graph::SocialGraph;
 use crate::locks::Stripes;
 use crate::metrics::Metrics;
@@ -153,8 +153,69 @@ impl State {
                 })?;
             tracing::info!(names = ?orphans, "removed DNS records of names a crash left uncommitted");
         }
+        self.remove_strays().await?;
         self.registry.clear_pending().await?;
         Ok(done)
+    }
+
+    /// Removes the records of dynamic-looking names the registry does not
+    /// hold, which no pending note covers (left by an older version, or
+    /// added by hand): the backend reads the zone back
+    /// ([`ZoneBackend::dynamic_labels`]), reserved labels (built-in,
+    /// configured, the zone's own) are left out, then every registered name.
+    /// A zone that cannot be read or a removal that fails is logged and the
+    /// start goes on: the records only stay as they were. Returns how many
+    /// labels lost records.
+    async fn remove_strays(&self) -> Result<usize, ReapplyError> {
+        let mut labels = match self.dns.dynamic_labels().await {
+            Ok(Some(labels)) => labels,
+            Ok(None) => return Ok(0),
+            Err(e) => {
+                tracing::warn!(
+                    backend = self.dns.kind(),
+                    error = %e,
+                    "cannot read the zone back: records of names the registry does not hold \
+                     stay in DNS"
+                );
+                return Ok(0);
+            }
+        };
+        let reserved = &self.config.reserved;
+        labels.retain(|label| peach_dyndns_protocol::rules::check_name(label, reserved).is_ok());
+        let mut after: Option<String> = None;
+        while !labels.is_empty() {
+            let entries = self.registry.page(after.as_deref(), REAPPLY_PAGE)?;
+            let Some(last) = entries.last() else { break };
+            after = Some(last.name.clone());
+            for entry in &entries {
+                labels.remove(&entry.name);
+            }
+        }
+        if labels.is_empty() {
+            return Ok(0);
+        }
+        let removals: Vec<ZoneChange> = labels
+            .addresses
+            .iter()
+            .map(|name| ZoneChange::Remove { name: name.clone() })
+            .collect();
+        if let Err(e) = self.dns.apply_all(&removals).await {
+            tracing::warn!(error = %e, names = ?labels.addresses, "cannot remove the records of names the registry does not hold");
+            return Ok(0);
+        }
+        for name in &labels.challenges {
+            let clear = ChallengeChange::Clear { name: name.clone() };
+            if let Err(e) = self.dns.apply_challenge(&clear).await {
+                tracing::warn!(error = %e, name, "cannot remove an ACME challenge the registry does not hold");
+                return Ok(labels.addresses.len());
+            }
+        }
+        tracing::info!(
+            addresses = ?labels.addresses,
+            challenges = ?labels.challenges,
+            "removed DNS records of names the registry does not hold"
+        );
+        Ok(labels.addresses.union(&labels.challenges).count())
     }
 }
 

@@ -4,9 +4,10 @@
 //!
 //! Over UDP an answer that does not fit is sent empty with TC set and the
 //! client retries over TCP. TCP connections are closed after
-//! [`TCP_IDLE_TIMEOUT`] without a query, at most [`MAX_TCP_CONNECTIONS`]
+//! `tcp_idle_timeout` without a query, at most `max_tcp_connections`
 //! are served at once, and one source holds at most
-//! [`MAX_TCP_PER_SOURCE`] of them.
+//! `max_tcp_per_source` of them ([`DnsLimits`], the config's
+//! `[dns.limits]`).
 //!
 //! As a primary (RFC 5936, 1995, 1996), it serves AXFR and IXFR over TCP
 //! to the configured secondaries (`transfer.rs`) and sends them NOTIFY
@@ -15,8 +16,8 @@
 //! UDP answers are rate-limited per source prefix (response rate limiting,
 //! as BIND's `rate-limit`): an answer is 2.5–5× its query, so without a
 //! limit anyone could aim the server at a victim whose address they spoof.
-//! Past [`RRL_PER_SECOND`] answers a second to one /24 (IPv6: /56), answers
-//! are dropped, except every [`RRL_SLIP`]th, which is sent empty with TC
+//! Past `rrl_per_second` answers a second to one /24 (IPv6: /56), answers
+//! are dropped, except every `rrl_slip`th, which is sent empty with TC
 //! set (as small as the query): a real client behind that prefix retries
 //! over TCP and is answered, a spoofed victim gets no amplification.
 
@@ -36,6 +37,7 @@ use super::serial::SerialFile;
 use super::transfer::{self, Secondary};
 use super::zone::Zone;
 use super::{BoxFut, Challenge, ChallengeChange, DnsError, NameRecords, ZoneBackend, ZoneChange};
+pub use crate::config::DnsLimits;
 use crate::conn::Shares;
 use crate::ratelimit::RateLimiter;
 
@@ -44,26 +46,9 @@ pub use super::zone::Transport;
 /// The largest query we read over UDP; longer datagrams arrive cut and are
 /// answered FORMERR.
 const UDP_RECV_BUFFER: usize = 4096;
-/// How long a TCP connection may sit without a query. RFC 7766 §6.2.3
-/// asks servers to close idle connections; BIND waits 30 s, but our
-/// answers are single queries from resolvers, so 10 s keeps slots free.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long reading the rest of a started query, or writing an answer,
 /// may take over TCP.
 const TCP_IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// TCP connections served at once; more are accepted and closed at once,
-/// so a flood of idle connections cannot use up memory or descriptors.
-/// BIND's default `tcp-clients` is 150.
-pub const MAX_TCP_CONNECTIONS: usize = 128;
-/// TCP connections one source (an IPv4 address or an IPv6 /64) may hold.
-pub const MAX_TCP_PER_SOURCE: usize = 8;
-/// UDP answers a second to one source prefix before RRL drops them (BIND's
-/// documentation suggests 5–20 for an authoritative server; resolvers
-/// cache our answers for the TTL).
-pub const RRL_PER_SECOND: u32 = 20;
-/// Of the answers RRL drops, every this-many-th is sent truncated instead
-/// (BIND's `slip 2`).
-pub const RRL_SLIP: u64 = 2;
 
 /// The prefix RRL counts a UDP source against: /24 for IPv4, /56 for IPv6
 /// (BIND's defaults).
@@ -98,6 +83,8 @@ pub struct EmbeddedDns {
     data: Arc<Zone>,
     /// The secondaries: who may transfer the zone, whom to NOTIFY.
     secondaries: Arc<Vec<Secondary>>,
+    /// Rate limit and connection caps of the sockets.
+    limits: DnsLimits,
 }
 
 impl EmbeddedDns {
@@ -112,7 +99,19 @@ impl EmbeddedDns {
         Ok(EmbeddedDns {
             data: Arc::new(Zone::new(zone, nameservers, hostmaster)?),
             secondaries: Arc::new(Vec::new()),
+            limits: DnsLimits::default(),
         })
+    }
+
+    /// The same server with these limits instead of the defaults.
+    pub fn with_limits(mut self, limits: DnsLimits) -> EmbeddedDns {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits its sockets apply.
+    pub fn limits(&self) -> DnsLimits {
+        self.limits
     }
 
     /// A server that is also the primary for `secondaries` (transfers and
@@ -132,6 +131,7 @@ impl EmbeddedDns {
         Ok(EmbeddedDns {
             data: Arc::new(data),
             secondaries: Arc::new(secondaries),
+            limits: DnsLimits::default(),
         })
     }
 
@@ -218,8 +218,10 @@ impl EmbeddedDns {
     /// microseconds, so one loop keeps up with any load a pub sees.
     async fn serve_udp(&self, socket: UdpSocket) {
         let mut buf = vec![0u8; UDP_RECV_BUFFER];
-        let limits: RateLimiter<std::net::IpAddr> =
-            RateLimiter::new(RRL_PER_SECOND * 60, RRL_PER_SECOND);
+        let rate = self.limits.rrl_per_second;
+        // The config bounds the rate to 1000, so a minute's worth fits.
+        let limits: RateLimiter<std::net::IpAddr> = RateLimiter::new(rate.saturating_mul(60), rate);
+        let slip = u64::from(self.limits.rrl_slip);
         let mut dropped: u64 = 0;
         loop {
             let (len, peer) = match socket.recv_from(&mut buf).await {
@@ -247,7 +249,8 @@ impl EmbeddedDns {
                     answer
                 } else {
                     dropped = dropped.wrapping_add(1);
-                    if dropped % RRL_SLIP != 0 {
+                    // Slip 0: every dropped answer stays dropped.
+                    if slip == 0 || dropped % slip != 0 {
                         continue;
                     }
                     match truncated(&answer) {
@@ -265,21 +268,22 @@ impl EmbeddedDns {
     /// The TCP accept loop; each connection is a task in a `JoinSet`, so
     /// they all end when this future is dropped at shutdown.
     async fn serve_tcp(&self, listener: TcpListener) {
-        let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+        let limits = self.limits;
+        let slots = Arc::new(Semaphore::new(limits.max_tcp_connections));
         let shares = Arc::new(Shares::default());
         let mut connections: JoinSet<()> = JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => match (
-                        shares.claim(crate::addr::source_of(peer.ip()), MAX_TCP_PER_SOURCE),
+                        shares.claim(crate::addr::source_of(peer.ip()), limits.max_tcp_per_source),
                         Arc::clone(&slots).try_acquire_owned(),
                     ) {
                         (Some(share), Ok(slot)) => {
                             let data = Arc::clone(&self.data);
                             let secondaries = Arc::clone(&self.secondaries);
                             connections.spawn(async move {
-                                serve_connection(&data, &secondaries, stream, peer).await;
+                                serve_connection(&data, &secondaries, stream, peer, limits.tcp_idle_timeout).await;
                                 drop(slot);
                                 drop(share);
                             });
@@ -330,9 +334,10 @@ async fn serve_connection(
     secondaries: &[Secondary],
     mut stream: TcpStream,
     peer: SocketAddr,
+    idle_timeout: Duration,
 ) {
     loop {
-        let len = match timeout(TCP_IDLE_TIMEOUT, stream.read_u16()).await {
+        let len = match timeout(idle_timeout, stream.read_u16()).await {
             Ok(Ok(len)) => usize::from(len),
             // Idle too long, closed, or reset.
             _ => return,
@@ -432,7 +437,7 @@ mod tests {
         let dns = server();
         let (_, tcp, stop) = start(&dns).await;
         let mut held = Vec::new();
-        for _ in 0..MAX_TCP_PER_SOURCE {
+        for _ in 0..DnsLimits::default().max_tcp_per_source {
             let mut stream = connect_from("127.0.2.1", tcp).await;
             tcp_ask(&mut stream, "pi.peach.dinosaur.is.").await;
             held.push(stream);
@@ -473,8 +478,9 @@ mod tests {
             }
         }
         // The burst is answered, the rest dropped but every second slipped.
-        assert!(full <= RRL_PER_SECOND as usize + 5, "{full} full answers");
-        assert!(full >= RRL_PER_SECOND as usize - 1, "{full} full answers");
+        let rate = DnsLimits::default().rrl_per_second as usize;
+        assert!(full <= rate + 5, "{full} full answers");
+        assert!(full >= rate - 1, "{full} full answers");
         let dropped = sent - full;
         assert!(
             slipped >= dropped / 2 - 5 && slipped <= dropped / 2 + 5,
@@ -497,6 +503,52 @@ mod tests {
         assert_eq!(
             rrl_prefix("2001:db8:1:2ff::1".parse().expect("ip")),
             "2001:db8:1:200::".parse::<std::net::IpAddr>().expect("ip")
+        );
+        let _ = stop.send(());
+    }
+
+    #[tokio::test]
+    async fn configured_limits_replace_the_defaults() {
+        let limits = DnsLimits {
+            rrl_per_second: 5,
+            rrl_slip: 0,
+            max_tcp_connections: 16,
+            max_tcp_per_source: 2,
+            tcp_idle_timeout: Duration::from_secs(10),
+        };
+        let dns = server().with_limits(limits);
+        let (udp, tcp, stop) = start(&dns).await;
+        // RRL at 5 a second, and slip 0: the rest is dropped, none slipped.
+        let flood = UdpSocket::bind("127.0.5.1:0").await.expect("udp");
+        let q = query("peach.dinosaur.is.", RecordType::SOA);
+        for _ in 0..60 {
+            flood.send_to(&q, udp).await.expect("send");
+        }
+        let (mut full, mut slipped) = (0, 0);
+        let mut buf = vec![0u8; 4096];
+        while let Ok(Ok(n)) = timeout(Duration::from_millis(300), flood.recv(&mut buf)).await {
+            let msg = Message::from_vec(&buf[..n]).expect("decode");
+            if msg.metadata.truncation {
+                slipped += 1;
+            } else {
+                full += 1;
+            }
+        }
+        assert!((5..=7).contains(&full), "{full} full answers");
+        assert_eq!(slipped, 0, "slip 0 sends no truncated answers");
+        // Two TCP connections from one source, not eight.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut stream = connect_from("127.0.5.2", tcp).await;
+            tcp_ask(&mut stream, "peach.dinosaur.is.").await;
+            held.push(stream);
+        }
+        let mut extra = connect_from("127.0.5.2", tcp).await;
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            extra.read(&mut byte).await.unwrap_or(0),
+            0,
+            "closed at once"
         );
         let _ = stop.send(());
     }
@@ -526,7 +578,7 @@ mod tests {
         let mut byte = [0u8; 1];
         let read = stream.read(&mut byte).await.expect("read");
         assert_eq!(read, 0, "EOF");
-        assert!(started.elapsed() >= TCP_IDLE_TIMEOUT);
+        assert!(started.elapsed() >= DnsLimits::default().tcp_idle_timeout);
     }
 
     #[tokio::test]
@@ -534,7 +586,7 @@ mod tests {
         let dns = server();
         let (_, tcp, stop) = start(&dns).await;
         let mut held = Vec::new();
-        for i in 0..MAX_TCP_CONNECTIONS {
+        for i in 0..DnsLimits::default().max_tcp_connections {
             // One source each, so the per-source share is not what stops them.
             let mut stream = connect_from(&format!("127.0.1.{}", i + 1), tcp).await;
             // An answer proves the connection holds a slot.

@@ -17,6 +17,9 @@
 //!   TSIG over UDP (TCP when the reply is truncated); the `rfc2136` and
 //!   `bind-local` backends.
 //! - `nsupdate.rs`: [`Nsupdate`], which runs `nsupdate -l` per change.
+//! - `axfr.rs`: reads a BIND backend's zone back by AXFR (TSIG-signed) to
+//!   find [`DynamicLabels`], the names that look like the server's, so the
+//!   start-up re-apply can remove those the registry does not hold.
 //! - `zone.rs`: the embedded server's zone: the in-memory table and how it
 //!   answers a query (pure: bytes in, bytes out).
 //! - `embedded.rs`: [`EmbeddedDns`], which serves that zone over UDP and
@@ -26,6 +29,7 @@
 //!   `notify.rs`: NOTIFY to the secondaries after every change;
 //!   `serial.rs`: the file that keeps the serial from going back.
 
+mod axfr;
 pub mod embedded;
 mod journal;
 mod key;
@@ -48,6 +52,7 @@ use hickory_proto::rr::Name;
 
 use crate::config::DnsConfig;
 
+pub use axfr::DynamicLabels;
 pub use embedded::{EmbeddedDns, Transport};
 pub use key::TsigKey;
 pub use nsupdate::Nsupdate;
@@ -224,6 +229,24 @@ pub enum DnsError {
         /// What went wrong.
         detail: String,
     },
+    /// The DNS server would not transfer the zone to our key, so records
+    /// of names the registry does not hold cannot be found.
+    #[error(
+        "DNS server {server} refused to transfer {zone} to key {key_name:?} ({detail}); so \
+         that records of names the registry does not hold are removed at start, add \
+         `allow-transfer {{ key \"{key_name}\"; }};` to the zone's statement in named.conf \
+         (`peach-dyndns-server init` writes it) and reload named"
+    )]
+    TransferRefused {
+        /// The server.
+        server: SocketAddr,
+        /// The zone.
+        zone: String,
+        /// The key the request was signed with.
+        key_name: String,
+        /// The response code or TSIG error.
+        detail: String,
+    },
     /// Building or encoding a DNS message failed (a bug, or an absurd
     /// input such as a name too long for DNS).
     #[error("cannot encode the DNS message for {what}: {detail}")]
@@ -262,6 +285,14 @@ pub trait ZoneBackend: Send + Sync {
 
     /// A short name for logs and `/health` (`embedded`, `bind-local`, …).
     fn kind(&self) -> &'static str;
+
+    /// The labels of the zone whose records look like the server's, read
+    /// from the DNS server, so the start-up re-apply can remove those the
+    /// registry does not hold. `None` (the default) when the backend's zone
+    /// holds only what the server put there (the embedded one).
+    fn dynamic_labels(&self) -> BoxFut<'_, Result<Option<DynamicLabels>, DnsError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The first label of a name's ACME DNS-01 challenge (RFC 8555 §8.4).
@@ -379,6 +410,7 @@ pub fn build(cfg: &DnsConfig, zone: &str) -> Result<Backend, DnsError> {
             hostmaster,
             secondaries,
             serial_file,
+            limits,
             ..
         } => {
             let secondaries = secondaries
@@ -391,7 +423,8 @@ pub fn build(cfg: &DnsConfig, zone: &str) -> Result<Backend, DnsError> {
                 hostmaster.as_deref(),
                 secondaries,
                 serial_file.as_deref(),
-            )?;
+            )?
+            .with_limits(limits.limits());
             for (host, addrs) in nameserver_addresses {
                 dns.set_nameserver_address(host, addrs)?;
             }

@@ -24,7 +24,7 @@
 //! machine the field notes come from); `bind-local` does the same in
 //! process at named's own speed.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -34,7 +34,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::{
-    challenge_fqdn, fqdn, zone_name, BoxFut, ChallengeChange, DnsError, ZoneBackend, ZoneChange,
+    challenge_fqdn, fqdn, zone_name, BoxFut, ChallengeChange, DnsError, DynamicLabels, TsigKey,
+    ZoneBackend, ZoneChange,
 };
 
 /// nsupdate's own limit for the whole update (`-t`), in seconds.
@@ -225,6 +226,22 @@ impl ZoneBackend for Nsupdate {
 
     fn kind(&self) -> &'static str {
         "nsupdate"
+    }
+
+    /// Read with the session key nsupdate uses, from named on 127.0.0.1
+    /// (where `-4` sends the updates).
+    fn dynamic_labels(&self) -> BoxFut<'_, Result<Option<DynamicLabels>, DnsError>> {
+        Box::pin(async move {
+            let key = TsigKey::load(&self.session_key, None, None)?;
+            let signer = key.signer().map_err(|detail| DnsError::KeyFile {
+                path: self.session_key.clone(),
+                detail,
+            })?;
+            let server = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+            super::axfr::dynamic_labels(server, &self.zone, &signer, key.name())
+                .await
+                .map(Some)
+        })
     }
 }
 

@@ -34,7 +34,8 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use super::key::TsigKey;
 use super::{
-    challenge_fqdn, fqdn, zone_name, BoxFut, ChallengeChange, DnsError, ZoneBackend, ZoneChange,
+    challenge_fqdn, fqdn, zone_name, BoxFut, ChallengeChange, DnsError, DynamicLabels, ZoneBackend,
+    ZoneChange,
 };
 
 /// How long one UDP attempt waits for the reply. named answers an update in
@@ -480,6 +481,15 @@ impl ZoneBackend for Rfc2136 {
 
     fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    fn dynamic_labels(&self) -> BoxFut<'_, Result<Option<DynamicLabels>, DnsError>> {
+        Box::pin(async move {
+            let key = self.current_key();
+            super::axfr::dynamic_labels(self.server, &self.zone, &key.signer, key.key.name())
+                .await
+                .map(Some)
+        })
     }
 }
 

@@ -373,3 +373,103 @@ async fn a_dns_flood_from_one_source_leaves_another_answered() {
     assert_eq!(answered, 10, "the other source was answered every time");
     assert_eq!(tcp, ["24.8.8.8"]);
 }
+
+/// One A query for `fqdn` over the TCP stream `s`; `None` when the server
+/// closed it instead of answering.
+async fn tcp_ask(s: &mut TcpStream, id: u16, fqdn: &str) -> Option<Message> {
+    let q = query(id, fqdn);
+    let mut framed = u16::try_from(q.len()).expect("len").to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).await.ok()?;
+    let len = tokio::time::timeout(Duration::from_secs(2), s.read_u16())
+        .await
+        .ok()?
+        .ok()?;
+    let mut buf = vec![0u8; usize::from(len)];
+    s.read_exact(&mut buf).await.ok()?;
+    Message::from_vec(&buf).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dns_limits_of_the_config_are_the_ones_served() {
+    let mut pi = Client::new("eb4890", IpAddr::from([127, 0, 5, 1]));
+    // Lower than every default (rate 20, slip 2, 8 TCP connections a
+    // source), so the defaults would fail each assertion below.
+    let server = RealServer::start(
+        Keypair::generate(),
+        Setup {
+            dns: None,
+            graph: &format!("backend = \"allowlist\"\nallow = [\"{}\"]", pi.keypair.id()),
+            top: "",
+            tables: "[dns.limits]\nrrl_per_second = 4\nrrl_slip = 1\nmax_tcp_per_source = 3",
+        },
+    );
+    let reply = pi
+        .update(&server, Some(Ipv4Addr::new(24, 8, 8, 8)), None)
+        .await
+        .expect("update");
+    assert_eq!(reply.status, 200, "{:?}", reply);
+    let dns = server.dns.expect("embedded DNS");
+    let fqdn = pi.fqdn();
+    // UDP: 40 queries at once from one source; the burst of 4 (and what
+    // refills meanwhile) is answered in full, and with slip 1 every other
+    // answer comes back empty with TC.
+    let socket = UdpSocket::bind("127.0.6.1:0").await.expect("bind");
+    socket.connect(dns).await.expect("connect");
+    const SENT: u16 = 40;
+    for id in 0..SENT {
+        socket.send(&query(id, &fqdn)).await.expect("send");
+    }
+    let (mut full, mut slipped) = (0usize, 0usize);
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await
+    {
+        let msg = Message::from_vec(&buf[..n]).expect("a DNS answer");
+        if msg.metadata.truncation && msg.answers.is_empty() {
+            slipped += 1;
+        } else {
+            full += 1;
+        }
+    }
+    // TCP: three connections from one source are served, a fourth is
+    // closed without an answer, another source is still served.
+    let source = IpAddr::from([127, 0, 6, 2]);
+    let mut held = Vec::new();
+    for id in 0..3 {
+        let mut s = connect_from(source, dns).await.expect("connect");
+        let answer = tcp_ask(&mut s, id, &fqdn).await;
+        assert!(
+            answer.is_some_and(|a| a.answers.len() == 1),
+            "connection {id} served"
+        );
+        held.push(s);
+    }
+    let mut fourth = connect_from(source, dns).await.expect("connect");
+    let fourth_answered = tcp_ask(&mut fourth, 3, &fqdn).await.is_some();
+    let mut other = connect_from(IpAddr::from([127, 0, 6, 3]), dns)
+        .await
+        .expect("connect");
+    let other_answered = tcp_ask(&mut other, 4, &fqdn).await.is_some();
+    println!("[dns.limits] rrl_per_second = 4, rrl_slip = 1, max_tcp_per_source = 3");
+    println!("{:>34} {:>4}", "UDP queries sent at once", SENT);
+    println!("{:>34} {:>4}", "answered in full", full);
+    println!("{:>34} {:>4}", "slipped (TC, empty)", slipped);
+    println!("{:>34} {:>4}", "TCP connections served", held.len());
+    println!("{:>34} {:>4}", "4th connection answered", fourth_answered);
+    println!("{:>34} {:>4}", "other source answered", other_answered);
+    assert!(
+        (4..=6).contains(&full),
+        "the burst of 4 answered in full: {full}"
+    );
+    assert_eq!(
+        slipped,
+        usize::from(SENT) - full,
+        "slip 1: every dropped answer is sent truncated"
+    );
+    assert!(
+        !fourth_answered,
+        "the 4th connection of one source is closed"
+    );
+    assert!(other_answered, "another source is served");
+}

@@ -261,7 +261,42 @@ struct Suite {
     rows: Vec<Row>,
 }
 
+/// One row of the signed-update tables: `key` sends an update of `name`
+/// (the default message of [`msg`], with a fresh `seq`) after `mutate`
+/// changed it; `accepted`: the IPv4 address the name then holds (the case
+/// must be accepted), `None`: it must change nothing.
+struct Signed<'a> {
+    category: &'static str,
+    what: String,
+    key: &'a Keypair,
+    name: String,
+    mutate: Box<dyn Fn(&mut Value) + 'a>,
+    want: Expect,
+    accepted: Option<&'static str>,
+}
+
+/// A row that sends [`msg`] as it is.
+fn unchanged(_: &mut Value) {}
+
 impl Suite {
+    /// Sends one row of a signed-update table and checks it ([`Suite::case`]).
+    async fn signed(&mut self, row: Signed<'_>) -> Reply {
+        let pk = self.pub_key.public();
+        let seq = self.seq(row.key);
+        let mut m = msg(row.key, &pk, &row.name, seq);
+        (row.mutate)(&mut m);
+        let change = row.accepted.map(|v4| Change {
+            name: row.name.clone(),
+            owner: row.key.id(),
+            ip: Some(v4.parse().expect("ip")),
+            ip6: None,
+            seq: Some(seq),
+        });
+        let request = post_request(&body(m, row.key, &pk));
+        self.case(row.category, row.what, request, row.want, change, &row.name)
+            .await
+    }
+
     /// A loopback address no earlier case used.
     fn source(&mut self) -> Ipv4Addr {
         self.source += 1;
@@ -1138,27 +1173,26 @@ async fn hostile_inputs_get_their_documented_answers_and_change_nothing() {
     .map(|(n, e)| (n.split(" (").next().unwrap_or(n).to_string(), e))
     .chain([(long64.clone(), expect(422, "invalid_name"))])
     .collect();
-    for (name, want) in name_cases {
-        let seq = s.seq(&owner);
-        let shown = if name.len() > 20 {
-            format!(
-                "name: {}… ({} bytes)",
-                name.chars().take(8).collect::<String>(),
-                name.len()
-            )
-        } else {
-            format!("name: {name:?}")
-        };
-        s.case(
-            "names",
-            shown,
-            post_request(&body(msg(&owner, &pk, &name, seq), &owner, &pk)),
+    let mut rows: Vec<Signed<'_>> = name_cases
+        .into_iter()
+        .map(|(name, want)| Signed {
+            category: "names",
+            what: if name.len() > 20 {
+                format!(
+                    "name: {}… ({} bytes)",
+                    name.chars().take(8).collect::<String>(),
+                    name.len()
+                )
+            } else {
+                format!("name: {name:?}")
+            },
+            key: &owner,
+            name,
+            mutate: Box::new(unchanged),
             want,
-            None,
-            &name,
-        )
-        .await;
-    }
+            accepted: None,
+        })
+        .collect();
     for domain in [
         "PEACH.DINOSAUR.IS",
         "peach.dinosaur.is.",
@@ -1168,51 +1202,50 @@ async fn hostile_inputs_get_their_documented_answers_and_change_nothing() {
         "peach.dinоsaur.is",
         "",
     ] {
-        let seq = s.seq(&owner);
-        let mut m = msg(&owner, &pk, "hostile", seq);
-        m["domain"] = json!(domain);
-        s.case(
-            "names",
-            format!("domain: {domain:?}"),
-            post_request(&body(m, &owner, &pk)),
-            expect(422, "wrong_domain"),
-            None,
-            "hostile",
-        )
-        .await;
+        rows.push(Signed {
+            category: "names",
+            what: format!("domain: {domain:?}"),
+            key: &owner,
+            name: "hostile".into(),
+            mutate: Box::new(move |m| m["domain"] = json!(domain)),
+            want: expect(422, "wrong_domain"),
+            accepted: None,
+        });
     }
     // The longest label, and punycode (a valid LDH label: the rule allows
     // it, as DNS does): both accepted.
-    let seq = s.seq(&flooder);
-    s.case(
-        "names",
-        "name: 63 characters (the longest; accepted)",
-        post_request(&body(msg(&flooder, &pk, &long63, seq), &flooder, &pk)),
-        expect(200, "ok"),
-        Some(set(&long63, &flooder, "24.12.12.12", Some(seq))),
-        &long63,
-    )
-    .await;
-    let seq = s.seq(&owner);
-    s.case(
-        "names",
-        "name: xn--bcher-kva (punycode; accepted as a second name)",
-        post_request(&body(msg(&owner, &pk, "xn--bcher-kva", seq), &owner, &pk)),
-        expect(200, "ok"),
-        Some(set("xn--bcher-kva", &owner, "24.12.12.12", Some(seq))),
-        "xn--bcher-kva",
-    )
-    .await;
-    let seq = s.seq(&owner);
-    s.case(
-        "names",
-        "a third name (max_names_per_key = 2)",
-        post_request(&body(msg(&owner, &pk, "third", seq), &owner, &pk)),
-        expect(422, "too_many_names"),
-        None,
-        "third",
-    )
-    .await;
+    rows.extend([
+        Signed {
+            category: "names",
+            what: "name: 63 characters (the longest; accepted)".into(),
+            key: &flooder,
+            name: long63.clone(),
+            mutate: Box::new(unchanged),
+            want: expect(200, "ok"),
+            accepted: Some("24.12.12.12"),
+        },
+        Signed {
+            category: "names",
+            what: "name: xn--bcher-kva (punycode; accepted as a second name)".into(),
+            key: &owner,
+            name: "xn--bcher-kva".into(),
+            mutate: Box::new(unchanged),
+            want: expect(200, "ok"),
+            accepted: Some("24.12.12.12"),
+        },
+        Signed {
+            category: "names",
+            what: "a third name (max_names_per_key = 2)".into(),
+            key: &owner,
+            name: "third".into(),
+            mutate: Box::new(unchanged),
+            want: expect(422, "too_many_names"),
+            accepted: None,
+        },
+    ]);
+    for row in rows {
+        s.signed(row).await;
+    }
 
     s.sweep("names").await;
 
@@ -1241,20 +1274,26 @@ async fn hostile_inputs_get_their_documented_answers_and_change_nothing() {
         "240.0.0.1",
         "255.255.255.255",
     ];
-    for addr in v4_bad {
-        let seq = s.seq(&owner);
-        let mut m = msg(&owner, &pk, "hostile", seq);
-        m["ip"] = json!(addr);
-        s.case(
-            "addresses",
-            format!("ip {addr}"),
-            post_request(&body(m, &owner, &pk)),
-            expect(422, "invalid_ip"),
-            None,
-            "hostile",
-        )
-        .await;
-    }
+    let bad_ip = |what: String, field: &'static str, value: Value, want: Expect| Signed {
+        category: "addresses",
+        what,
+        key: &owner,
+        name: "hostile".into(),
+        mutate: Box::new(move |m| m[field] = value.clone()),
+        want,
+        accepted: None,
+    };
+    let mut rows: Vec<Signed<'_>> = v4_bad
+        .iter()
+        .map(|addr| {
+            bad_ip(
+                format!("ip {addr}"),
+                "ip",
+                json!(addr),
+                expect(422, "invalid_ip"),
+            )
+        })
+        .collect();
     let v6_bad = [
         "::",
         "::1",
@@ -1279,20 +1318,14 @@ async fn hostile_inputs_get_their_documented_answers_and_change_nothing() {
         "ff0e::1",
         "4000::1",
     ];
-    for addr in v6_bad {
-        let seq = s.seq(&owner);
-        let mut m = msg(&owner, &pk, "hostile", seq);
-        m["ip6"] = json!(addr);
-        s.case(
-            "addresses",
+    rows.extend(v6_bad.iter().map(|addr| {
+        bad_ip(
             format!("ip 24.12.12.12 and ip6 {addr}"),
-            post_request(&body(m, &owner, &pk)),
+            "ip6",
+            json!(addr),
             expect(422, "invalid_ip"),
-            None,
-            "hostile",
         )
-        .await;
-    }
+    }));
     let text_cases: [(&str, Value); 9] = [
         ("ip", json!("010.1.2.3")),
         ("ip", json!("24.12.12")),
@@ -1304,19 +1337,16 @@ async fn hostile_inputs_get_their_documented_answers_and_change_nothing() {
         ("ip6", json!("24.12.12.12")),
         ("ip6", json!("2a01:4f8::1%eth0")),
     ];
-    for (field, value) in text_cases {
-        let seq = s.seq(&owner);
-        let mut m = msg(&owner, &pk, "hostile", seq);
-        m[field] = value.clone();
-        s.case(
-            "addresses",
+    rows.extend(text_cases.into_iter().map(|(field, value)| {
+        bad_ip(
             format!("{field} {value} (not an address's text)"),
-            post_request(&body(m, &owner, &pk)),
+            field,
+            value,
             expect(400, "malformed"),
-            None,
-            "hostile",
         )
-        .await;
+    }));
+    for row in rows {
+        s.signed(row).await;
     }
 
     s.sweep("addresses").await;
@@ -1419,61 +1449,63 @@ async fn hostile_inputs_get_their_documented_answers_and_change_nothing() {
     s.sweep("replay").await;
 
     // ── the graph and ownership.
-    let seq = s.seq(&stranger);
-    s.case(
-        "graph",
-        "a key the pub does not follow",
-        post_request(&body(msg(&stranger, &pk, "stranger", seq), &stranger, &pk)),
-        expect(403, "not_followed"),
-        None,
-        "stranger",
-    )
-    .await;
-    let seq = s.seq(&foe);
-    s.case(
-        "graph",
-        "a key the pub blocks",
-        post_request(&body(msg(&foe, &pk, "foe", seq), &foe, &pk)),
-        expect(403, "blocked"),
-        None,
-        "foe",
-    )
-    .await;
-    let seq = s.seq(&owner);
-    s.case(
-        "graph",
-        "update of a name another key holds",
-        post_request(&body(msg(&owner, &pk, "taken", seq), &owner, &pk)),
-        expect(409, "name_taken"),
-        None,
-        "taken",
-    )
-    .await;
-    let seq = s.seq(&owner);
-    let release = json!({"op": "release", "name": "taken", "domain": DOMAIN,
-        "pub": pk.to_string(), "public_key": owner.id(), "seq": seq});
-    s.case(
-        "graph",
-        "release of a name another key holds",
-        post_request(&body(release, &owner, &pk)),
-        expect(409, "name_taken"),
-        None,
-        "taken",
-    )
-    .await;
-    let seq = s.seq(&owner);
-    let acme = json!({"op": "acme_set", "name": "taken", "domain": DOMAIN,
-        "pub": pk.to_string(), "public_key": owner.id(), "seq": seq,
-        "txt": ["LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"]});
-    s.case(
-        "graph",
-        "acme_set on a name another key holds",
-        post_request(&body(acme, &owner, &pk)),
-        expect(422, "not_registered"),
-        None,
-        "taken",
-    )
-    .await;
+    let rows = [
+        Signed {
+            category: "graph",
+            what: "a key the pub does not follow".into(),
+            key: &stranger,
+            name: "stranger".into(),
+            mutate: Box::new(unchanged),
+            want: expect(403, "not_followed"),
+            accepted: None,
+        },
+        Signed {
+            category: "graph",
+            what: "a key the pub blocks".into(),
+            key: &foe,
+            name: "foe".into(),
+            mutate: Box::new(unchanged),
+            want: expect(403, "blocked"),
+            accepted: None,
+        },
+        Signed {
+            category: "graph",
+            what: "update of a name another key holds".into(),
+            key: &owner,
+            name: "taken".into(),
+            mutate: Box::new(unchanged),
+            want: expect(409, "name_taken"),
+            accepted: None,
+        },
+        Signed {
+            category: "graph",
+            what: "release of a name another key holds".into(),
+            key: &owner,
+            name: "taken".into(),
+            mutate: Box::new(|m| {
+                m["op"] = json!("release");
+                m.as_object_mut().expect("an object").remove("ip");
+            }),
+            want: expect(409, "name_taken"),
+            accepted: None,
+        },
+        Signed {
+            category: "graph",
+            what: "acme_set on a name another key holds".into(),
+            key: &owner,
+            name: "taken".into(),
+            mutate: Box::new(|m| {
+                m["op"] = json!("acme_set");
+                m["txt"] = json!(["LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"]);
+                m.as_object_mut().expect("an object").remove("ip");
+            }),
+            want: expect(422, "not_registered"),
+            accepted: None,
+        },
+    ];
+    for row in rows {
+        s.signed(row).await;
+    }
 
     s.sweep("graph").await;
 
