@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use peach_dyndns_daemon::acme::hook::rpc_status;
 use peach_dyndns_protocol::identity::Keypair;
 use testkit::procfs::Status as ProcStatus;
 use testkit::{DaemonConfig, Pebble, ServerConfig};
@@ -21,19 +22,6 @@ fn rss_kib(pid: u32) -> u64 {
     ProcStatus::read(Some(pid))
         .and_then(|s| s.value("VmRSS:"))
         .unwrap_or(0)
-}
-
-async fn rpc_status(rpc: std::net::SocketAddr) -> Option<serde_json::Value> {
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{rpc}/rpc"))
-        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "status"}))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    answer.get("result").cloned()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

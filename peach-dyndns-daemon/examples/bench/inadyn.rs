@@ -124,7 +124,7 @@ pub(crate) async fn run_inadyn(
     // share out by sampling relative counts.
     let mut samples = vec![(
         "after start (updated)".to_string(),
-        sample(metrics, inadyn.pid(), "ip").await?,
+        sample(metrics, inadyn.pid(), ("ip", "ok")).await?,
     )];
     let offset = ip_before;
     samples[0].1.checks -= offset;
@@ -156,7 +156,7 @@ pub(crate) async fn run_inadyn(
             done = metrics.count("ip", "ok").await?.saturating_sub(offset);
             tokio::time::sleep_until(next.into()).await;
         }
-        let mut s = sample(metrics, inadyn.pid(), "ip").await?;
+        let mut s = sample(metrics, inadyn.pid(), ("ip", "ok")).await?;
         s.checks -= offset;
         samples.push((format!("after {} checks", thousands(mark)), s));
     }

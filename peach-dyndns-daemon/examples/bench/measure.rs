@@ -45,13 +45,19 @@ pub(crate) struct Sample {
     pub(crate) sched_ns: u64,
 }
 
-/// Reads `/proc/<pid>` between two reads of the server's check count.
-pub(crate) async fn sample(metrics: &Metrics, pid: u32, endpoint: &str) -> anyhow::Result<Sample> {
-    let before = metrics.count(endpoint, "ok").await?;
+/// Reads `/proc/<pid>` between two reads of the server's check count
+/// (`endpoint` answered with `outcome`: the daemon's `/ip` is `signed`,
+/// inadyn's plain `ok`).
+pub(crate) async fn sample(
+    metrics: &Metrics,
+    pid: u32,
+    (endpoint, outcome): (&str, &str),
+) -> anyhow::Result<Sample> {
+    let before = metrics.count(endpoint, outcome).await?;
     let status = procfs::Status::read(Some(pid))?;
     let cpu_seconds = procfs::cpu_seconds(Some(pid))?;
     let sched_ns = procfs::sched_ns(Some(pid))?;
-    let after = metrics.count(endpoint, "ok").await?;
+    let after = metrics.count(endpoint, outcome).await?;
     Ok(Sample {
         checks: (before + after) / 2,
         rss_kib: status.value("VmRSS:")?,

@@ -164,10 +164,14 @@ async fn shot(b: &Browser, name: &str) {
 }
 
 /// axe-core's script, from the npm tree `scripts/install-test-deps`
-/// installs.
+/// installs. The crate's directory is the one `cargo test` names when it
+/// runs the test (a build cache shared by clones at other paths may hold a
+/// binary compiled in another clone).
 fn axe_source() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testkit/axe/node_modules/axe-core/axe.min.js");
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf());
+    let path = crate_dir.join("../testkit/axe/node_modules/axe-core/axe.min.js");
     std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "the accessibility check needs axe-core at {} ({e}): run scripts/install-test-deps \
