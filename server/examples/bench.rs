@@ -6,21 +6,30 @@
 //!
 //! It measures, in one run and on loopback only:
 //!
-//! 1. the ceilings: one core's cost of `open_envelope` (unseal + verify),
-//!    and named's update rate from the server's own RFC 2136 client
-//!    (`bind-local`, N concurrent loops, against testkit's `named`);
+//! 1. the ceilings: one core's cost of `open_envelope` (unseal + verify)
+//!    and of each primitive alone, with libsodium (`crypto_box_seal_open`,
+//!    `crypto_sign_verify_detached`) and with the pure-Rust crates
+//!    (crypto_box, ed25519-dalek): the best unseal plus the best verify is
+//!    the run's crypto floor; and named's update rate from the server's own
+//!    RFC 2136 client (`bind-local`, N concurrent loops, one UPDATE in
+//!    flight each, against testkit's `named`);
 //! 2. the server in-process on 127.0.0.1:0, first with the embedded DNS,
 //!    then with `bind-local` against the same named: 64 keep-alive HTTP/1.1
 //!    clients `POST /update` with requests sealed and signed by 2,000 keys
 //!    before the clock starts, in a no-change run (same address, higher
-//!    `seq`) and a change run (a new address on every request);
+//!    `seq`) and a change run (a new address on every request); the
+//!    embedded phase repeats the change run with one registry commit (one
+//!    fsync) per update, against the group commit;
 //! 3. the server's CPU per accepted update (its own process; the client is
 //!    another) and its resident memory;
 //! 4. resident memory and update rate with 1,000, 10,000 and 100,000
-//!    registered names;
+//!    registered names, and at each level a restart (a second server state
+//!    re-applying the registry file into a fresh zone) with its peak RSS;
 //!
-//! and ends with a table of the targets of issue 3, PASS or MISS. Any
-//! failed request is printed loudly and makes the exit code 1.
+//! and ends with the tables of the targets of issues 3 and 14 (every
+//! figure of issue 14 beside its ceiling from the same run, the ratio,
+//! PASS or MISS) and the two figures an operator asks first. Any failed
+//! request is printed loudly and makes the exit code 1.
 //!
 //! `--quick` takes about a minute (smoke use); the full run a few minutes.
 //!
@@ -136,7 +145,7 @@ impl Plan {
                 crypto_samples: 1_000,
                 crypto_time: Duration::from_secs(1),
                 registry_calls: 2_000,
-                raw_tasks: vec![16, 64],
+                raw_tasks: vec![4, 16, 64],
                 raw_time: Duration::from_secs(2),
                 memory_levels: vec![1_000, 10_000, 100_000],
                 memory_keys: 500,
@@ -154,7 +163,7 @@ impl Plan {
                 crypto_samples: 4_000,
                 crypto_time: Duration::from_secs(3),
                 registry_calls: 10_000,
-                raw_tasks: vec![1, 16, 64],
+                raw_tasks: vec![1, 4, 16, 64],
                 raw_time: Duration::from_secs(5),
                 memory_levels: vec![1_000, 10_000, 100_000],
                 memory_keys: 500,
@@ -193,6 +202,39 @@ fn main() -> ExitCode {
 fn machine() -> String {
     let m = testkit::procfs::Machine::read();
     format!("{} cores, {}, load average {}", m.cores, m.model, m.load)
+}
+
+/// The crypto ceilings, printed.
+fn print_crypto(c: &ceiling::Crypto) {
+    println!(
+        "  open_envelope on one core (the server's Opener): {:.1} µs ({} calls) = {:.0} updates/s \
+         per core [envelope {:.1} µs, unseal {:.1} µs, verify_signed {:.1} µs]",
+        c.open_envelope_us,
+        c.calls,
+        c.per_core_rate(),
+        c.envelope_us,
+        c.unseal_us,
+        c.verify_us,
+    );
+    println!(
+        "  unseal alone: libsodium crypto_box_seal_open {:.1} µs; crypto_box (pure Rust) unseal \
+         {:.1} µs, of which {:.1} µs re-deriving the pub's X25519 public key; crypto_box with \
+         that key derived once {:.1} µs",
+        c.sodium_unseal_us, c.rust_unseal_us, c.x25519_public_us, c.rust_unseal_cached_us
+    );
+    println!(
+        "  ed25519 verify alone: ed25519-dalek verify_strict {:.1} µs; libsodium \
+         crypto_sign_verify_detached {:.1} µs",
+        c.dalek_verify_us, c.sodium_verify_us
+    );
+    println!(
+        "  best crypto floor of this run: unseal {:.1} + verify {:.1} = {:.1} µs per update \
+         = {:.0} updates/s per core",
+        c.best_unseal_us(),
+        c.best_verify_us(),
+        c.floor_us(),
+        1e6 / c.floor_us()
+    );
 }
 
 /// One raw BIND measurement, printed.
@@ -253,25 +295,13 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
 
     println!("\n1. ceilings");
     let crypto = ceiling::crypto(plan.crypto_samples, plan.crypto_time)?;
-    println!(
-        "  open_envelope on one core: {:.1} µs ({} calls) = {:.0} updates/s per core \
-         [envelope {:.1} µs, unseal {:.1} µs, verify {:.1} µs; inside the unseal: \
-         ed25519->X25519 secret {:.1} µs, the pub's X25519 public key {:.1} µs]",
-        crypto.open_envelope_us,
-        crypto.calls,
-        crypto.per_core_rate(),
-        crypto.envelope_us,
-        crypto.unseal_us,
-        crypto.verify_us,
-        crypto.x25519_secret_us,
-        crypto.x25519_public_us,
-    );
+    print_crypto(&crypto);
     if args.crypto_only {
         return Ok(ExitCode::SUCCESS);
     }
     let registry = ceiling::registry(plan.keys, plan.registry_calls)?;
     println!(
-        "  registry (SQLite, {} names, one thread): last_seq {:.1} µs (x2 per update), \
+        "  registry (SQLite, {} names, one thread, wall time with fsync): last_seq {:.1} µs (x2 per update), \
          get {:.1} µs, commit_seq {:.1} µs (no-change), commit_set {:.1} µs (change)",
         registry.names,
         registry.last_seq_us,
@@ -300,6 +330,7 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
         nochange_rounds: plan.nochange_rounds,
         change_rounds: plan.embedded_change_rounds,
         ip_rounds: 0,
+        full_commit_rounds: 0,
         raw_bind_tasks: 0,
         raw_bind_secs: plan.raw_time.as_secs_f64(),
         memory_levels: Vec::new(),
@@ -311,6 +342,7 @@ fn parent(args: &Args) -> anyhow::Result<ExitCode> {
     );
     let embedded = run_phase(&PhaseSpec {
         ip_rounds: plan.ip_rounds,
+        full_commit_rounds: plan.embedded_change_rounds,
         ..phase_spec("embedded", BackendSpec::Embedded)
     })?;
     let bind_local = run_phase(&PhaseSpec {
@@ -367,6 +399,11 @@ fn updates(phase: Option<&PhaseReport>) -> Vec<&RunReport> {
         .unwrap_or_default()
 }
 
+/// Finds the run of `kind` in a phase, if there is the phase.
+fn run_of(phase: Option<&PhaseReport>, kind: RunKind) -> Option<&RunReport> {
+    phase.and_then(|p| find(p, kind))
+}
+
 /// Finds the run of `kind` in a phase.
 fn find(phase: &PhaseReport, kind: RunKind) -> Option<&RunReport> {
     phase.runs.iter().find(|r| r.kind == kind)
@@ -394,7 +431,7 @@ fn print_tables(
 ) -> bool {
     println!("\n== runs ==");
     println!(
-        "{:<10} {:<9} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>6} {:>7} {:>7} {:>7} {:>5} {:>6} {:>5} {:>6}",
+        "{:<10} {:<11} {:>7} {:>8} {:>9} {:>7} {:>7} {:>8} {:>6} {:>7} {:>7} {:>7} {:>5} {:>6} {:>5} {:>6} {:>6}",
         "phase",
         "run",
         "names",
@@ -410,7 +447,8 @@ fn print_tables(
         "srv",
         "others",
         "idle",
-        "RSS"
+        "RSS",
+        "upd/tx"
     );
     let mut errors = raws.iter().map(|r| r.failed).sum::<u64>();
     for phase in phases.iter().chain(std::iter::once(&memory)) {
@@ -418,7 +456,7 @@ fn print_tables(
             let c = &r.client;
             errors += c.errors;
             println!(
-                "{:<10} {:<9} {:>7} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>8.2} {:>6} {:>7.3} {:>7} {:>7.3} {:>5.2} {:>6.2} {:>5.2} {:>6.1}",
+                "{:<10} {:<11} {:>7} {:>8} {:>9.0} {:>7.2} {:>7.2} {:>8.2} {:>6} {:>7.3} {:>7} {:>7.3} {:>5.2} {:>6.2} {:>5.2} {:>6.1} {:>6.1}",
                 phase.label,
                 r.kind.label(),
                 r.names,
@@ -437,13 +475,15 @@ fn print_tables(
                 r.other_cores(),
                 r.idle_cores(),
                 mib(r.rss_after_kb),
+                r.updates_per_commit(),
             );
         }
     }
     println!(
         "server/named/client: CPU ms per accepted request, each its own process; \
          srv/others/idle: cores used by the server, by other processes on the machine, \
-         and left idle, on average over the run; RSS: the server process, MiB"
+         and left idle, on average over the run; RSS: the server process, MiB; upd/tx: \
+         accepted updates per registry commit (one fsync each)"
     );
 
     println!("\n== memory (embedded backend, fresh process) ==");
@@ -471,15 +511,23 @@ fn print_tables(
             r.client.rate()
         );
     }
-    if let Some(re) = &memory.reapply {
+    println!(
+        "restart (build_state on the registry file, then reapply_registry into a fresh zone):"
+    );
+    println!(
+        "{:>8} {:>8} {:>8} {:>16} {:>16} {:>10} {:>14}",
+        "names", "secs", "CPU s", "RSS before MiB", "RSS after MiB", "peak MiB", "transient MiB"
+    );
+    for re in &memory.reapply {
         println!(
-            "restart: re-applying {} names to the embedded zone took {:.2} s; RSS {:.1} -> {:.1} MiB, \
-             peak {:.1} MiB while reading the whole registry",
+            "{:>8} {:>8.3} {:>8.3} {:>16.1} {:>16.1} {:>10.1} {:>14.1}",
             re.names,
             re.secs,
+            re.cpu_s,
             mib(re.rss_before_kb),
             mib(re.rss_after_kb),
-            mib(re.peak_kb)
+            mib(re.peak_kb),
+            mib(re.transient_kb())
         );
     }
 
@@ -613,11 +661,240 @@ fn print_tables(
     for (target, measured, result) in rows {
         println!("{target:<40} {measured:<66} {result}");
     }
+    print_issue14(crypto, raws, phases, memory);
     print_shared_machine_note(phases);
     if errors > 0 {
         println!("\n!!!!!!!! {errors} FAILED REQUESTS: the numbers above are not valid !!!!!!!!");
     }
     errors > 0
+}
+
+/// The figures of issue 14, each beside its ceiling from this run, the
+/// ratio and the verdict; then the two an operator asks first.
+fn print_issue14(
+    crypto: &ceiling::Crypto,
+    raws: &[ceiling::RawBind],
+    phases: &[&PhaseReport],
+    memory: &PhaseReport,
+) {
+    let floor = crypto.floor_us();
+    let by_label = |label: &str| phases.iter().find(|p| p.label == label).copied();
+    let (emb, bind) = (by_label("embedded"), by_label("bind-local"));
+    let run = run_of;
+    let us = |r: &RunReport| r.server_ms_per_update() * 1000.0;
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut row = |figure: &str, now: String, ceiling: String, ratio: String, verdict: &str| {
+        rows.push([figure.into(), now, ceiling, ratio, verdict.into()]);
+    };
+    let unseal_by = if crypto.best_unseal_us() == crypto.sodium_unseal_us {
+        "libsodium"
+    } else {
+        "crypto_box"
+    };
+    let verify_by = if crypto.best_verify_us() == crypto.dalek_verify_us {
+        "dalek"
+    } else {
+        "libsodium"
+    };
+    let floor_text = format!(
+        "{floor:.1} µs ({unseal_by} unseal {:.1} + {verify_by} verify {:.1})",
+        crypto.best_unseal_us(),
+        crypto.best_verify_us()
+    );
+    row(
+        "open_envelope per request",
+        format!(
+            "{:.1} µs (unseal {:.1}, verify_signed {:.1})",
+            crypto.open_envelope_us, crypto.unseal_us, crypto.verify_us
+        ),
+        floor_text.clone(),
+        format!("{:.2}x", crypto.open_envelope_us / floor),
+        "",
+    );
+    for (figure, r) in [
+        (
+            "server CPU per accepted change (embedded)",
+            run(emb, RunKind::Change),
+        ),
+        (
+            "server CPU per no-change update (embedded)",
+            run(emb, RunKind::NoChange),
+        ),
+    ] {
+        if let Some(r) = r {
+            let ratio = us(r) / floor;
+            row(
+                figure,
+                format!("{:.1} µs", us(r)),
+                floor_text.clone(),
+                format!("{ratio:.2}x (target <= 1.5x)"),
+                verdict(ratio <= 1.5),
+            );
+        }
+    }
+    for (figure, r) in [
+        (
+            "server CPU per accepted change (bind-local)",
+            run(bind, RunKind::Change),
+        ),
+        (
+            "server CPU per no-change update (bind-local)",
+            run(bind, RunKind::NoChange),
+        ),
+    ] {
+        if let Some(r) = r {
+            row(
+                figure,
+                format!("{:.1} µs", us(r)),
+                floor_text.clone(),
+                format!("{:.2}x", us(r) / floor),
+                "",
+            );
+        }
+    }
+    if let Some(r) = run(bind, RunKind::Change) {
+        let around: Vec<f64> = bind
+            .map(|p| p.raw_around.iter().map(|raw| raw.rate).collect())
+            .unwrap_or_default();
+        let raw_best = raws.iter().map(|r| r.rate).fold(0.0, f64::max);
+        let reference = if around.is_empty() {
+            raw_best
+        } else {
+            around.iter().sum::<f64>() / around.len() as f64
+        };
+        let share = if reference > 0.0 {
+            r.client.rate() / reference
+        } else {
+            0.0
+        };
+        row(
+            "bind-local change rate",
+            format!("{:.0}/s", r.client.rate()),
+            format!(
+                "raw BIND {reference:.0}/s (mean of {} around it, 64 loops)",
+                around
+                    .iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            format!("{:.0}% (target >= 90%)", share * 100.0),
+            verdict(share >= 0.9),
+        );
+    }
+    if let Some(best) = raws.iter().max_by(|a, b| a.rate.total_cmp(&b.rate)) {
+        row(
+            "named's own ceiling (raw BIND, best loops)",
+            format!(
+                "{:.0}/s with {} loops; named CPU {:.3} ms/update",
+                best.rate, best.tasks, best.named_ms
+            ),
+            format!(
+                "one core of named: {:.0}/s",
+                if best.named_ms > 0.0 {
+                    1000.0 / best.named_ms
+                } else {
+                    0.0
+                }
+            ),
+            String::new(),
+            "",
+        );
+    }
+    for (label, phase, target) in [("embedded", emb, 20.0), ("bind-local", bind, 50.0)] {
+        if let Some(worst) = updates(phase).into_iter().max_by_key(|r| r.client.p99_us) {
+            let p99 = worst.client.p99_us as f64 / 1000.0;
+            row(
+                &format!("p99 at --clients, {label}"),
+                format!("{p99:.2} ms (worst: {} run)", worst.kind.label()),
+                "-".into(),
+                format!("target < {target:.0} ms"),
+                verdict(p99 < target),
+            );
+        }
+    }
+    if let (Some(nc), Some(ch)) = (run(emb, RunKind::NoChange), run(emb, RunKind::Change)) {
+        let ratio = nc.client.rate() / ch.client.rate().max(1e-9);
+        row(
+            "embedded no-change rate vs change rate",
+            format!("{:.0}/s", nc.client.rate()),
+            format!("change {:.0}/s", ch.client.rate()),
+            format!("{ratio:.2}x (target >= 3x)"),
+            verdict(ratio >= 3.0),
+        );
+    }
+    if let (Some(group), Some(full)) = (run(emb, RunKind::Change), run(emb, RunKind::ChangeFull)) {
+        row(
+            "group commit vs one FULL commit per update",
+            format!(
+                "group {:.0}/s, {:.1} µs CPU, {:.1} updates/fsync, p99 {:.1} ms",
+                group.client.rate(),
+                us(group),
+                group.updates_per_commit(),
+                group.client.p99_us as f64 / 1000.0
+            ),
+            format!(
+                "per-request FULL {:.0}/s, {:.1} µs CPU, {:.1} updates/fsync, p99 {:.1} ms",
+                full.client.rate(),
+                us(full),
+                full.updates_per_commit(),
+                full.client.p99_us as f64 / 1000.0
+            ),
+            format!(
+                "{:.2}x the rate",
+                group.client.rate() / full.client.rate().max(1e-9)
+            ),
+            verdict(group.client.rate() >= full.client.rate()),
+        );
+    }
+    if let (Some(first), Some(last)) = (memory.reapply.first(), memory.reapply.last()) {
+        let grown = last.transient_kb().saturating_sub(first.transient_kb());
+        row(
+            &format!("restart with {}k names", last.names / 1000),
+            format!(
+                "{:.3} s ({:.3} s CPU); transient RSS {}",
+                last.secs,
+                last.cpu_s,
+                memory
+                    .reapply
+                    .iter()
+                    .map(|r| format!("{:.1} MiB at {}k", mib(r.transient_kb()), r.names / 1000))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "-".into(),
+            format!(
+                "target < 1 s, flat (+{:.1} MiB from {}k; <= 4)",
+                mib(grown),
+                first.names / 1000
+            ),
+            // Wall time, as an operator sees it (on a shared machine it
+            // counts the waits for a core; the CPU time is beside it).
+            verdict(last.secs < 1.0 && grown <= 4 * 1024),
+        );
+    }
+    println!("\n== targets (issue 14): each figure beside its ceiling from this run ==");
+    for [figure, now, ceiling, ratio, verdict] in &rows {
+        println!("{figure:<46} {now:<62} {ceiling:<66} {ratio:<28} {verdict}");
+    }
+    println!("\n== for a pub operator ==");
+    let per_core = |us: f64| if us > 0.0 { 1e6 / us } else { 0.0 };
+    for (label, r) in [
+        ("embedded no-change", run(emb, RunKind::NoChange)),
+        ("embedded change", run(emb, RunKind::Change)),
+        ("bind-local change", run(bind, RunKind::Change)),
+    ] {
+        if let Some(r) = r {
+            println!(
+                "{label:<20} {:>6.0} updates/s per core (ceiling {:>6.0}, the crypto alone)   \
+                 {:>6.1} µs CPU per update (ceiling {:.1} µs)",
+                per_core(us(r)),
+                per_core(floor),
+                us(r),
+                floor
+            );
+        }
+    }
 }
 
 /// When other work took CPU during the runs, says so, with what the

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -110,10 +110,14 @@ pub struct Registry {
     path: PathBuf,
     /// How many names are registered (the writer keeps it in step).
     names: Arc<AtomicU64>,
+    /// Most jobs one transaction takes (see [`Registry::set_max_batch`]).
+    max_batch: Arc<AtomicUsize>,
+    /// Transactions the writer committed (each one fsync).
+    commits: Arc<AtomicU64>,
 }
 
 /// Most jobs one transaction takes; the rest wait for the next fsync.
-const MAX_BATCH: usize = 256;
+pub const MAX_BATCH: usize = 256;
 
 /// What a job hands back after running inside the batch's transaction:
 /// whether it succeeded (else it is rolled back to its savepoint), and what
@@ -282,9 +286,12 @@ impl Registry {
                 source,
             })?;
         let (jobs, rx) = mpsc::channel::<Job>();
+        let max_batch = Arc::new(AtomicUsize::new(MAX_BATCH));
+        let commits = Arc::new(AtomicU64::new(0));
+        let (batch, committed) = (Arc::clone(&max_batch), Arc::clone(&commits));
         let writer = std::thread::Builder::new()
             .name("registry-writer".into())
-            .spawn(move || write_batches(&write_conn, &rx))
+            .spawn(move || write_batches(&write_conn, &rx, &batch, &committed))
             .map_err(|e| RegistryError::Commit {
                 path: path.to_owned(),
                 message: format!("cannot start the writer thread: {e}"),
@@ -295,7 +302,24 @@ impl Registry {
             writer: Some(writer),
             path: path.to_owned(),
             names: Arc::new(AtomicU64::new(names.max(0) as u64)),
+            max_batch,
+            commits,
         })
+    }
+
+    /// Transactions the writer thread has committed so far: one fsync
+    /// each, however many writes they carried.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// An internal knob, not in the config: the most writes one
+    /// transaction (one fsync) takes, [`MAX_BATCH`] unless set. `1` is
+    /// plain per-request `synchronous=FULL`, one commit and fsync per
+    /// write, which the benchmark measures against the group commit in
+    /// the same run. Takes effect from the next batch.
+    pub fn set_max_batch(&self, n: usize) {
+        self.max_batch.store(n.max(1), Ordering::Relaxed);
     }
 
     /// The read connection. Rare operator writes may use it too (SQLite
@@ -748,13 +772,20 @@ impl Drop for Registry {
     }
 }
 
-/// The writer thread: takes whatever is queued (up to [`MAX_BATCH`]),
-/// runs each job under its own savepoint inside one transaction, commits
-/// once, then tells every job how the commit went.
-fn write_batches(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Job>) {
+/// The writer thread: takes whatever is queued (up to `max_batch`,
+/// [`MAX_BATCH`] unless [`Registry::set_max_batch`] said otherwise), runs
+/// each job under its own savepoint inside one transaction, commits once,
+/// then tells every job how the commit went.
+fn write_batches(
+    conn: &Mutex<Connection>,
+    rx: &mpsc::Receiver<Job>,
+    max_batch: &AtomicUsize,
+    commits: &AtomicU64,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
+        let max = max_batch.load(Ordering::Relaxed);
+        while jobs.len() < max {
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
@@ -792,6 +823,8 @@ fn write_batches(conn: &Mutex<Connection>, rx: &mpsc::Receiver<Job>) {
             .map_err(|e| format!("the commit failed: {e}"));
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            commits.fetch_add(1, Ordering::Relaxed);
         }
         drop(conn);
         for (ran, finish) in finishes {
@@ -1193,6 +1226,25 @@ mod tests {
         let again = Registry::open(&path).expect("reopen");
         assert_eq!(again.len().expect("len"), 200);
         assert_eq!(again.last_seq("@k199").expect("seq"), Some(200));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_commit_per_write_when_the_batch_is_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("r.sqlite3");
+        let r = Arc::new(Registry::open(&path).expect("open"));
+        r.set_max_batch(1);
+        let before = r.commits();
+        // Queued all before any is awaited: a group commit could take
+        // them together; with a batch of one each gets its own.
+        let queued: Vec<_> = (0..20u64)
+            .map(|i| r.commit_set(&entry(&format!("n{i}"), &format!("@k{i}")), i + 1))
+            .collect();
+        for c in queued {
+            c.await.expect("commit");
+        }
+        assert_eq!(r.commits() - before, 20);
+        assert_eq!(r.len().expect("len"), 20);
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn build_requests(spec: &ClientSpec) -> anyhow::Result<Vec<Vec<Vec<u8>>>> {
                     continue;
                 }
                 let ip = match spec.kind {
-                    RunKind::Change => change_ip(spec.ip_tag, r, *k),
+                    RunKind::Change | RunKind::ChangeFull => change_ip(spec.ip_tag, r, *k),
                     RunKind::Register | RunKind::NoChange | RunKind::Ip => home_ip(*k),
                 };
                 let msg = UpdateMsg {

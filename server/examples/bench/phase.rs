@@ -21,7 +21,7 @@ use peach_dyndns_protocol::identity::Keypair;
 use peach_dyndns_server::config::Config;
 use peach_dyndns_server::dns::ZoneChange;
 use peach_dyndns_server::pipeline::now_ms;
-use peach_dyndns_server::registry::Entry;
+use peach_dyndns_server::registry::{Entry, MAX_BATCH};
 use peach_dyndns_server::{build_state, run, Listeners, State};
 use sha2::{Digest as _, Sha256};
 use testkit::procfs;
@@ -82,6 +82,9 @@ struct Server {
     state: Arc<State>,
     http: SocketAddr,
     pub_id: String,
+    /// The config file, for a second server state on the same registry
+    /// (the restart measurement).
+    config_path: std::path::PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), peach_dyndns_server::StartError>>,
 }
@@ -118,7 +121,10 @@ async fn start(spec: &PhaseSpec, dir: &Path) -> anyhow::Result<Server> {
          [graph]\nbackend = \"allowlist\"\nallow = [{allow}]\n\
          # Far above what the benchmark sends, so they never refuse it.\n\
          [rate_limit]\nper_key_per_minute = 600000000\nper_key_burst = 1000000\n\
-         failures_per_ip_per_minute = 600000000\n",
+         failures_per_ip_per_minute = 600000000\n\
+         # Every client connects from 127.0.0.1 (the default allows 32 per\n\
+         # source), and may wait for `go` a long while on a busy machine.\n\
+         [http]\nmax_connections_per_source = 512\nheader_timeout_secs = 600\n",
         domain = spec.domain,
         secret = secret.display(),
         database = dir.join("registry.sqlite3").display(),
@@ -139,6 +145,7 @@ async fn start(spec: &PhaseSpec, dir: &Path) -> anyhow::Result<Server> {
         state,
         http,
         pub_id: keypair.id(),
+        config_path,
         stop,
         task,
     })
@@ -168,6 +175,7 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
         };
     let mut runs = Vec::new();
     let mut raw_around = Vec::new();
+    let mut reapply = Vec::new();
     // Every key registers its name first (not a target, but reported).
     let register = client(RunKind::Register, 1, 1, 0, spec.run_secs.max(60.0));
     runs.push(timed_run(&server, &register, named_pid, &spec.label).await?);
@@ -188,6 +196,21 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
             );
             runs.push(timed_run(&server, &change, named_pid, &spec.label).await?);
             raw_around.extend(raw(spec).await?);
+        }
+        if spec.full_commit_rounds > 0 {
+            // The same changing load, each update committed (and fsynced)
+            // on its own, then the group commit again for what follows.
+            server.state.registry.set_max_batch(1);
+            let full = client(
+                RunKind::ChangeFull,
+                spec.full_commit_rounds,
+                2 * CHANGE_SEQ_BASE,
+                1,
+                spec.run_secs,
+            );
+            let run = timed_run(&server, &full, named_pid, &spec.label).await;
+            server.state.registry.set_max_batch(MAX_BATCH);
+            runs.push(run?);
         }
         if spec.ip_rounds > 0 {
             let ip = client(RunKind::Ip, spec.ip_rounds, 0, 0, spec.run_secs);
@@ -219,13 +242,9 @@ async fn phase(spec: &PhaseSpec, dir: &Path, rss_start_kb: u64) -> anyhow::Resul
                 spec.run_secs,
             );
             runs.push(timed_run(&server, &change, named_pid, &spec.label).await?);
+            reapply.push(restart(&server, &spec.label).await?);
         }
     }
-    let reapply = if spec.memory_levels.is_empty() {
-        None
-    } else {
-        Some(reapply(&server.state, &spec.label).await?)
-    };
 
     let _ = server.stop.send(());
     match timeout(STOP_TIMEOUT, server.task).await {
@@ -270,29 +289,40 @@ async fn raw(spec: &PhaseSpec) -> anyhow::Result<Option<RawBind>> {
     Ok(Some(raw))
 }
 
-/// Times what a restart does first: every registered name written to DNS
-/// again (`State::reapply_registry`, which reads the whole registry).
-async fn reapply(state: &State, label: &str) -> anyhow::Result<Reapply> {
+/// Times what a restart does: a second server state built from the same
+/// config (`build_state`: the registry file, a fresh and empty embedded
+/// zone), then `State::reapply_registry`, which reads the registry in
+/// pages into that zone. The running server is left alone.
+async fn restart(server: &Server, label: &str) -> anyhow::Result<Reapply> {
+    let config = Config::load(&server.config_path)?;
     let (rss_before_kb, _) = procfs::rss_kb()?;
     procfs::reset_peak()?;
+    let cpu_before = procfs::cpu_seconds(None)?;
     let started = std::time::Instant::now();
+    let (state, _embedded) = build_state(config)?;
     let names = state.reapply_registry().await? as u64;
     let secs = started.elapsed().as_secs_f64();
+    let cpu_s = procfs::cpu_seconds(None)? - cpu_before;
     let (rss_after_kb, peak_kb) = procfs::rss_kb()?;
-    eprintln!(
-        "  [{label}] re-applying {names} names (a restart) took {secs:.2} s; RSS {} -> {} MiB, \
-         peak {} MiB",
-        rss_before_kb / 1024,
-        rss_after_kb / 1024,
-        peak_kb / 1024
-    );
-    Ok(Reapply {
+    drop(state);
+    let report = Reapply {
         names,
         secs,
+        cpu_s,
         rss_before_kb,
         peak_kb,
         rss_after_kb,
-    })
+    };
+    eprintln!(
+        "  [{label}] restart: re-applying {names} names into a fresh zone took {secs:.3} s \
+         ({cpu_s:.3} s CPU); \
+         RSS {:.1} -> {:.1} MiB, peak {:.1} MiB (transient {:.1} MiB)",
+        rss_before_kb as f64 / 1024.0,
+        rss_after_kb as f64 / 1024.0,
+        peak_kb as f64 / 1024.0,
+        report.transient_kb() as f64 / 1024.0
+    );
+    Ok(report)
 }
 
 /// Registers names `m<from>..m<to>` of made-up owners, as the pipeline
@@ -350,6 +380,7 @@ async fn timed_run(
     anyhow::ensure!(ready.starts_with("ready"), "client said {ready:?}");
 
     let (rss_before_kb, _) = procfs::rss_kb()?;
+    let commits_before = server.state.registry.commits();
     let cpu_before = procfs::cpu_seconds(None)?;
     let named_before = named_pid
         .map(|p| procfs::cpu_seconds(Some(p)))
@@ -364,6 +395,7 @@ async fn timed_run(
         .context("the client did not report in time")??
         .context("the client exited without a result")?;
     let server_cpu_s = procfs::cpu_seconds(None)? - cpu_before;
+    let commits = server.state.registry.commits() - commits_before;
     let machine_after = procfs::machine_seconds()?;
     let named_cpu_s = match (named_pid, named_before) {
         (Some(pid), Some(before)) => Some(procfs::cpu_seconds(Some(pid))? - before),
@@ -390,12 +422,13 @@ async fn timed_run(
         rss_before_kb,
         rss_after_kb,
         hwm_kb,
+        commits,
     };
     let c = &report.client;
     eprintln!(
         "  [{label}] {:<9} {:>7} names: {:>6} ok in {:>5.2} s = {:>7.0}/s  p50 {:>6.2} ms  \
          p99 {:>6.2} ms  max {:>7.2} ms  errors {}  server CPU {:.3} ms/update  RSS {} MiB  \
-         (cores: server {:.2}, other processes {:.2}, idle {:.2})",
+         {:.1} updates/fsync (cores: server {:.2}, other processes {:.2}, idle {:.2})",
         spec.kind.label(),
         report.names,
         c.ok,
@@ -407,6 +440,7 @@ async fn timed_run(
         c.errors,
         report.server_ms_per_update(),
         rss_after_kb / 1024,
+        report.updates_per_commit(),
         report.server_cpu_s / c.elapsed_s.max(1e-9),
         report.other_cores(),
         report.idle_cores(),

@@ -37,6 +37,10 @@ pub enum RunKind {
     NoChange,
     /// A new address on every request (`changed: true`).
     Change,
+    /// As `Change`, with the registry committing every write in its own
+    /// transaction (`Registry::set_max_batch(1)`): plain per-request
+    /// `synchronous=FULL`, one fsync per update, against the group commit.
+    ChangeFull,
     /// `GET /ip`: no crypto, no registry, no DNS; what the HTTP layer
     /// (hyper, warp, routing) costs per request, for the breakdown.
     Ip,
@@ -46,7 +50,7 @@ impl RunKind {
     /// What the body of every good answer of this run contains.
     pub fn expected_body(self) -> &'static str {
         match self {
-            RunKind::Register | RunKind::Change => "\"changed\":true",
+            RunKind::Register | RunKind::Change | RunKind::ChangeFull => "\"changed\":true",
             RunKind::NoChange => "\"changed\":false",
             RunKind::Ip => "127.0.0.1",
         }
@@ -58,6 +62,7 @@ impl RunKind {
             RunKind::Register => "register",
             RunKind::NoChange => "no-change",
             RunKind::Change => "change",
+            RunKind::ChangeFull => "change 1/tx",
             RunKind::Ip => "GET /ip",
         }
     }
@@ -182,6 +187,9 @@ pub struct PhaseSpec {
     pub change_rounds: u32,
     /// Rounds built for the `GET /ip` run (0: no such run).
     pub ip_rounds: u32,
+    /// Rounds built for a change run with one commit (one fsync) per
+    /// update, right after the group-committed change run (0: none).
+    pub full_commit_rounds: u32,
     /// bind-local: measure named's raw rate with this many loops right
     /// before and right after the change run (0: not), so the comparison
     /// sees the same load on the machine.
@@ -220,9 +228,20 @@ pub struct RunReport {
     pub rss_after_kb: u64,
     /// Its peak resident memory so far, KiB.
     pub hwm_kb: u64,
+    /// Registry transactions committed during the run (one fsync each).
+    pub commits: u64,
 }
 
 impl RunReport {
+    /// Accepted updates per registry commit (per fsync).
+    pub fn updates_per_commit(&self) -> f64 {
+        if self.commits == 0 {
+            0.0
+        } else {
+            self.client.ok as f64 / self.commits as f64
+        }
+    }
+
     /// Server CPU per accepted update, in milliseconds.
     pub fn server_ms_per_update(&self) -> f64 {
         per_update_ms(self.server_cpu_s, self.client.ok)
@@ -269,24 +288,36 @@ pub struct PhaseReport {
     pub rss_idle_kb: u64,
     /// The runs, in order.
     pub runs: Vec<RunReport>,
-    /// Memory phase: what a restart's re-apply of the full registry costs.
-    pub reapply: Option<Reapply>,
+    /// Memory phase: what a restart's re-apply costs at each level.
+    pub reapply: Vec<Reapply>,
     /// bind-local: named's raw rate right before and right after the
     /// change run.
     pub raw_around: Vec<crate::ceiling::RawBind>,
 }
 
-/// `State::reapply_registry` (what `run` does at start) on a full registry.
+/// `State::reapply_registry` (what `run` does at start) from the registry
+/// file into a fresh, empty embedded zone: a restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reapply {
     /// Names re-applied.
     pub names: u64,
-    /// How long it took.
+    /// How long it took (wall time).
     pub secs: f64,
+    /// The process's CPU time meanwhile, seconds (the running server was
+    /// idle): what it costs when the machine is not shared.
+    pub cpu_s: f64,
     /// Resident memory before, KiB.
     pub rss_before_kb: u64,
     /// Peak resident memory during it, KiB (the peak is reset first).
     pub peak_kb: u64,
     /// Resident memory after, KiB.
     pub rss_after_kb: u64,
+}
+
+impl Reapply {
+    /// What the re-apply held only while it ran (peak over what stays:
+    /// the fresh zone's records), KiB.
+    pub fn transient_kb(&self) -> u64 {
+        self.peak_kb.saturating_sub(self.rss_after_kb)
+    }
 }
