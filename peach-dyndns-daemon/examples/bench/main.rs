@@ -166,6 +166,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .allow_private_addresses(true)
             .dns_embedded(format!("127.0.0.1:{dns_port}"))
             .graph_allowlist([&pi_id, &inadyn_id])
+            // The daemon checks DNS at every check (A and AAAA): hundreds
+            // of queries a second from one address, which the embedded
+            // DNS's response rate limit (20/s per source) would slip.
+            .table("[dns.limits]\nrrl_per_second = 1000")
             .to_toml(),
     )?;
     std::fs::write(
