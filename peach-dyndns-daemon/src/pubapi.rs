@@ -9,6 +9,10 @@ use std::time::Duration;
 
 pub use peach_dyndns_acme::http::HttpError;
 
+/// The user agent of the daemon's HTTP requests (the pub, echo services,
+/// the ACME CA).
+pub const USER_AGENT: &str = concat!("peach-dyndns-daemon/", env!("CARGO_PKG_VERSION"));
+
 use peach_dyndns_protocol::seal::Envelope;
 use peach_dyndns_protocol::{ErrorCode, MAX_BODY_BYTES};
 use reqwest::Url;
@@ -412,7 +416,7 @@ pub fn http_client_builder(
     timeout: Duration,
     ca_file: Option<&Path>,
 ) -> Result<reqwest::ClientBuilder, HttpError> {
-    peach_dyndns_acme::http::client_builder(timeout, ca_file, crate::acme::USER_AGENT)
+    peach_dyndns_acme::http::client_builder(timeout, ca_file, USER_AGENT)
 }
 
 #[cfg(test)]

@@ -46,9 +46,6 @@ use crate::status::Status;
 use crate::updater::backoff;
 use signer::{ChallengeSigner, ChallengeTarget};
 
-/// The user agent of the daemon's HTTP requests.
-pub const USER_AGENT: &str = concat!("peach-dyndns-daemon/", env!("CARGO_PKG_VERSION"));
-
 /// After a certificate was issued, the next order comes no sooner than
 /// this, even when the new certificate is already within
 /// `renew_before_days` (a CA issuing short certificates, or a window set
@@ -250,8 +247,12 @@ async fn order_once(
     let (_, signer) = signer
         .as_mut()
         .expect("invariant: the signer was made just above");
-    let client = http::client_with_roots(config.http_timeout(), config.acme.ca_file(), USER_AGENT)
-        .map_err(|e| fail(order::OrderError::Key(e.to_string())))?;
+    let client = http::client_with_roots(
+        config.http_timeout(),
+        config.acme.ca_file(),
+        crate::pubapi::USER_AGENT,
+    )
+    .map_err(|e| fail(order::OrderError::Key(e.to_string())))?;
     let acme_http = http::AcmeHttp::new(client);
     let result = order::obtain(&config.acme, &acme_http, signer, target).await;
     result.map_err(|e| (e, acme_http.take_retry_after()))

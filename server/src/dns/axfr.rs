@@ -252,13 +252,13 @@ pub(crate) async fn dynamic_labels(
         }
         let rcode = message.metadata.response_code;
         if matches!(rcode, ResponseCode::Refused | ResponseCode::NotAuth) {
-            return Err(refused(super::rfc2136::rcode_name(rcode)));
+            return Err(refused(super::rcode_name(rcode)));
         }
         if rcode != ResponseCode::NoError {
             return Err(DnsError::Rejected {
                 server,
                 fqdn: zone.to_ascii(),
-                rcode: super::rfc2136::rcode_name(rcode),
+                rcode: super::rcode_name(rcode),
                 hint: "",
             });
         }

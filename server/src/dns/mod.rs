@@ -48,6 +48,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::Name;
 
 use crate::config::DnsConfig;
@@ -293,6 +294,27 @@ pub trait ZoneBackend: Send + Sync {
     fn dynamic_labels(&self) -> BoxFut<'_, Result<Option<DynamicLabels>, DnsError>> {
         Box::pin(async { Ok(None) })
     }
+}
+
+/// A response code as BIND and `dig` print it.
+pub(crate) fn rcode_name(rcode: ResponseCode) -> String {
+    let code = u16::from(rcode);
+    let name = match code {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        _ => return format!("RCODE{code}"),
+    };
+    name.to_string()
 }
 
 /// The first label of a name's ACME DNS-01 challenge (RFC 8555 §8.4).
@@ -603,6 +625,13 @@ pub async fn measure_rate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rcode_names_match_bind() {
+        assert_eq!(rcode_name(ResponseCode::Refused), "REFUSED");
+        assert_eq!(rcode_name(ResponseCode::NotAuth), "NOTAUTH");
+        assert_eq!(rcode_name(ResponseCode::from_low(15)), "RCODE15");
+    }
 
     #[test]
     fn zone_names_are_absolute_and_lower_case() {

@@ -491,7 +491,7 @@ impl Rfc2136 {
             return Err(Failure::Other(DnsError::Rejected {
                 server: self.server,
                 fqdn: name.to_ascii(),
-                rcode: rcode_name(rcode),
+                rcode: super::rcode_name(rcode),
                 hint: rcode_hint(rcode),
             }));
         }
@@ -633,27 +633,6 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A response code as BIND and `dig` print it.
-pub(crate) fn rcode_name(rcode: ResponseCode) -> String {
-    let code = u16::from(rcode);
-    let name = match code {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        7 => "YXRRSET",
-        8 => "NXRRSET",
-        9 => "NOTAUTH",
-        10 => "NOTZONE",
-        16 => "BADVERS",
-        _ => return format!("RCODE{code}"),
-    };
-    name.to_string()
-}
-
 /// What an UPDATE error code usually means for this client.
 fn rcode_hint(rcode: ResponseCode) -> &'static str {
     match u16::from(rcode) {
@@ -775,13 +754,6 @@ mod tests {
             .signer()
             .expect("signer");
         assert!(other.verify_message_byte(&bytes, None, true).is_err());
-    }
-
-    #[test]
-    fn rcode_names_match_bind() {
-        assert_eq!(rcode_name(ResponseCode::Refused), "REFUSED");
-        assert_eq!(rcode_name(ResponseCode::NotAuth), "NOTAUTH");
-        assert_eq!(rcode_name(ResponseCode::from_low(15)), "RCODE15");
     }
 
     /// A key file in a temporary directory, and a client for a server that
