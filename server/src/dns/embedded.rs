@@ -432,23 +432,30 @@ mod tests {
         socket.connect(to).await.expect("connect")
     }
 
-    #[tokio::test]
-    async fn one_source_holds_at_most_its_share_of_tcp_connections() {
-        let dns = server();
-        let (_, tcp, stop) = start(&dns).await;
+    /// Opens `share` TCP connections from `source`, each answered, and
+    /// checks that one more from it is closed at once. Returns the held ones.
+    async fn fill_share(tcp: SocketAddr, source: &str, share: usize) -> Vec<TcpStream> {
         let mut held = Vec::new();
-        for _ in 0..DnsLimits::default().max_tcp_per_source {
-            let mut stream = connect_from("127.0.2.1", tcp).await;
-            tcp_ask(&mut stream, "pi.peach.dinosaur.is.").await;
+        for _ in 0..share {
+            let mut stream = connect_from(source, tcp).await;
+            tcp_ask(&mut stream, "peach.dinosaur.is.").await;
             held.push(stream);
         }
-        let mut extra = connect_from("127.0.2.1", tcp).await;
+        let mut extra = connect_from(source, tcp).await;
         let mut byte = [0u8; 1];
         assert_eq!(
             extra.read(&mut byte).await.unwrap_or(0),
             0,
-            "closed at once"
+            "the connection past {source}'s share of {share} is closed at once"
         );
+        held
+    }
+
+    #[tokio::test]
+    async fn one_source_holds_at_most_its_share_of_tcp_connections() {
+        let dns = server();
+        let (_, tcp, stop) = start(&dns).await;
+        let _held = fill_share(tcp, "127.0.2.1", DnsLimits::default().max_tcp_per_source).await;
         // Another source is served meanwhile.
         let mut other = connect_from("127.0.2.2", tcp).await;
         let reply = tcp_ask(&mut other, "peach.dinosaur.is.").await;
@@ -537,19 +544,7 @@ mod tests {
         assert!((5..=7).contains(&full), "{full} full answers");
         assert_eq!(slipped, 0, "slip 0 sends no truncated answers");
         // Two TCP connections from one source, not eight.
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let mut stream = connect_from("127.0.5.2", tcp).await;
-            tcp_ask(&mut stream, "peach.dinosaur.is.").await;
-            held.push(stream);
-        }
-        let mut extra = connect_from("127.0.5.2", tcp).await;
-        let mut byte = [0u8; 1];
-        assert_eq!(
-            extra.read(&mut byte).await.unwrap_or(0),
-            0,
-            "closed at once"
-        );
+        let _held = fill_share(tcp, "127.0.5.2", 2).await;
         let _ = stop.send(());
     }
 

@@ -869,11 +869,10 @@ mod tests {
         addr
     }
 
-    /// A client for `server` with a key file holding `key`.
-    fn client_for(server: SocketAddr, key: &TsigKey, dir: &Path) -> Rfc2136 {
-        let path = dir.join("k.key");
+    /// Writes `key` as a BIND `key { … };` statement to `path`.
+    fn write_key_file(path: &Path, key: &TsigKey) {
         std::fs::write(
-            &path,
+            path,
             format!(
                 "key \"{}\" {{ algorithm {}; secret \"{}\"; }};",
                 key.name(),
@@ -882,6 +881,12 @@ mod tests {
             ),
         )
         .expect("write key");
+    }
+
+    /// A client for `server` with a key file holding `key`.
+    fn client_for(server: SocketAddr, key: &TsigKey, dir: &Path) -> Rfc2136 {
+        let path = dir.join("k.key");
+        write_key_file(&path, key);
         Rfc2136::with_key_file(
             server,
             "peach.dinosaur.is",
@@ -959,16 +964,7 @@ mod tests {
         });
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("session.key");
-        std::fs::write(
-            &path,
-            format!(
-                "key \"{}\" {{ algorithm {}; secret \"{}\"; }};",
-                key.name(),
-                key.algorithm(),
-                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key.secret)
-            ),
-        )
-        .expect("write key");
+        write_key_file(&path, &key);
         let client =
             Arc::new(Rfc2136::bind_local(server, "peach.dinosaur.is", &path).expect("client"));
         assert_eq!(client.max_in_flight(), BIND_LOCAL_IN_FLIGHT);
