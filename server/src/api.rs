@@ -227,7 +227,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Response,), Error = I
             reply(
                 200,
                 "text/plain; version=0.0.4",
-                state.metrics.render(names),
+                state.metrics.render(names, state.registry.commits()),
             )
         });
 

@@ -53,8 +53,9 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, names: u64) -> String {
+    /// The Prometheus text exposition, with the registry's size and its
+    /// commits so far (one fsync each).
+    pub fn render(&self, names: u64, commits: u64) -> String {
         let mut out = String::new();
         out.push_str("# HELP peach_dyndns_requests_total Requests by endpoint and result.\n");
         out.push_str("# TYPE peach_dyndns_requests_total counter\n");
@@ -87,6 +88,11 @@ impl Metrics {
         out.push_str("# HELP peach_dyndns_names Registered names.\n");
         out.push_str("# TYPE peach_dyndns_names gauge\n");
         let _ = writeln!(out, "peach_dyndns_names {names}");
+        out.push_str(
+            "# HELP peach_dyndns_registry_commits_total Registry transactions committed, one fsync each.\n",
+        );
+        out.push_str("# TYPE peach_dyndns_registry_commits_total counter\n");
+        let _ = writeln!(out, "peach_dyndns_registry_commits_total {commits}");
         out
     }
 }
@@ -103,11 +109,12 @@ mod tests {
         m.count("update", "stale_seq");
         m.observe_update(Duration::from_micros(300));
         m.observe_update(Duration::from_secs(5));
-        let text = m.render(3);
+        let text = m.render(3, 7);
         assert!(text.contains("peach_dyndns_requests_total{endpoint=\"update\",result=\"ok\"} 2"));
         assert!(text.contains("result=\"stale_seq\"} 1"));
         assert!(text.contains("peach_dyndns_update_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("peach_dyndns_update_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("peach_dyndns_registry_commits_total 7"));
         assert!(text.contains("peach_dyndns_names 3"));
     }
 }

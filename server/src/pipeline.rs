@@ -536,7 +536,12 @@ async fn set_records(
     }
     let committed = match (registry_changed, seq) {
         (true, seq) => state.registry.commit_entry(&entry, seq).await,
-        (false, Some(seq)) => state.registry.commit_seq(&entry.owner, seq).await,
+        // A no-change update confirms records that are durable already:
+        // its `seq` goes with the next commit, unawaited (see note_seq).
+        (false, Some(seq)) => {
+            state.registry.note_seq(&entry.owner, seq);
+            Ok(())
+        }
         (false, None) => Ok(()),
     };
     if let Err(e) = committed {

@@ -5,6 +5,7 @@
 //! leaves either the old or the new state, never a mix. The update pipeline
 //! commits here only after DNS accepted the change.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
@@ -103,7 +105,7 @@ pub struct Registry {
     /// The connection reads use.
     reader: Arc<Mutex<Connection>>,
     /// Jobs for the writer thread (`None` once dropped, to stop it).
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Queued>>,
     /// The writer thread, joined on drop so the file is closed.
     writer: Option<std::thread::JoinHandle<()>>,
     /// For error messages.
@@ -114,6 +116,9 @@ pub struct Registry {
     max_batch: Arc<AtomicUsize>,
     /// Transactions the writer committed (each one fsync).
     commits: Arc<AtomicU64>,
+    /// `seq`s of no-change updates accepted but not yet committed (see
+    /// [`Registry::note_seq`]); [`Registry::last_seq`] reads through it.
+    noted: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 /// Most jobs one transaction takes; the rest wait for the next fsync.
@@ -125,6 +130,20 @@ pub const MAX_BATCH: usize = 256;
 type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// A write. `None`: the batch could not start, fail without running.
 type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+
+/// A job in the writer's queue. A deferred one has nobody waiting for its
+/// fsync: alone in the queue it waits up to [`DEFER`] for company, so a
+/// stream of no-change updates costs one fsync per [`DEFER`] (or per
+/// [`MAX_BATCH`]), not one per batch of whoever happened to be in flight.
+struct Queued {
+    job: Job,
+    deferred: bool,
+}
+
+/// How long a deferred write waits for the next commit. It bounds what a
+/// crash can lose: the `seq`s of the no-change updates of the last
+/// `DEFER`, which is harmless (see [`Registry::note_seq`]).
+pub const DEFER: Duration = Duration::from_millis(100);
 
 /// A write handed to the writer thread: `.await` it, or [`Commit::wait`]
 /// outside an async runtime. It resolves after the commit is durable.
@@ -235,6 +254,11 @@ fn prepare(conn: &Connection, path: &Path) -> Result<(), RegistryError> {
     conn.execute_batch(ACME_SCHEMA).map_err(open_err)
 }
 
+fn lock_noted(noted: &Mutex<HashMap<String, u64>>) -> MutexGuard<'_, HashMap<String, u64>> {
+    // Only inserts and removes of whole values: usable after a panic.
+    noted.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
     // A panic while holding the lock cannot leave SQLite half-written
     // (transactions roll back), so a poisoned lock is still usable.
@@ -285,7 +309,7 @@ impl Registry {
                 path: path.to_owned(),
                 source,
             })?;
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let (jobs, rx) = mpsc::channel::<Queued>();
         let max_batch = Arc::new(AtomicUsize::new(MAX_BATCH));
         let commits = Arc::new(AtomicU64::new(0));
         let (batch, committed) = (Arc::clone(&max_batch), Arc::clone(&commits));
@@ -304,6 +328,7 @@ impl Registry {
             names: Arc::new(AtomicU64::new(names.max(0) as u64)),
             max_batch,
             commits,
+            noted: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -383,7 +408,10 @@ impl Registry {
             Some(jobs) => {
                 // A send fails only when the thread is gone; the receiver
                 // then reports it.
-                let _ = jobs.send(job);
+                let _ = jobs.send(Queued {
+                    job,
+                    deferred: false,
+                });
             }
             None => drop(job),
         }
@@ -453,8 +481,10 @@ impl Registry {
             .map_err(|e| self.sql(e))
     }
 
-    /// The last `seq` accepted from `key`.
+    /// The last `seq` accepted from `key`: committed, or noted by
+    /// [`Registry::note_seq`] and not committed yet.
     pub fn last_seq(&self, key: &str) -> Result<Option<u64>, RegistryError> {
+        let noted = lock_noted(&self.noted).get(key).copied();
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached("SELECT last_seq FROM keys WHERE key = ?1")
@@ -463,7 +493,7 @@ impl Registry {
             .query_row(params![key], |r| r.get(0))
             .optional()
             .map_err(|e| self.sql(e))?;
-        Ok(v.map(seq_from_sql))
+        Ok(v.map(seq_from_sql).max(noted))
     }
 
     /// Up to `limit` entries with names after `after`, by name: the
@@ -591,10 +621,78 @@ impl Registry {
         })
     }
 
+    /// A no-change update's `seq`, which the caller answers at once: it is
+    /// the key's last `seq` from now on ([`Registry::last_seq`] reads it
+    /// from memory), and the writer stores it with the next commit, at
+    /// most [`DEFER`] later, without anyone waiting for that fsync.
+    ///
+    /// Why a crash before that commit is harmless: the writer commits in
+    /// queue order, so if this `seq` is lost, so is every write queued
+    /// after it. The registry then holds exactly the records this update
+    /// confirmed (it changed none), and a replay of it changes nothing;
+    /// any `seq` the key sends later is still above the stored one. What
+    /// is lost is only that a replay of the last `DEFER`'s no-change
+    /// updates is answered 200 instead of `stale_seq`, once, after a crash.
+    pub fn note_seq(&self, owner: &str, seq: u64) {
+        {
+            let mut noted = lock_noted(&self.noted);
+            let slot = noted.entry(owner.to_owned()).or_insert(seq);
+            *slot = (*slot).max(seq);
+        }
+        let key = owner.to_owned();
+        let noted = Arc::clone(&self.noted);
+        let path = self.path.clone();
+        let job: Job = Box::new(move |conn| {
+            // Only upwards: a signed ACME op of the key may have stored a
+            // higher `seq` on the other connection meanwhile.
+            let stored = conn.map(|conn| raise_seq(conn, &key, seq).map_err(|e| e.to_string()));
+            let ran = matches!(stored, Some(Ok(_)));
+            let finish: Finish = Box::new(move |committed| {
+                let outcome = match stored {
+                    Some(Ok(_)) => committed,
+                    Some(Err(e)) => Err(e),
+                    None => Err(committed
+                        .err()
+                        .unwrap_or_else(|| "the batch did not start".into())),
+                };
+                match outcome {
+                    Ok(()) => {
+                        // Committed: the table holds it now, unless a
+                        // later `seq` of the key was noted meanwhile.
+                        let mut noted = lock_noted(&noted);
+                        if noted.get(&key) == Some(&seq) {
+                            noted.remove(&key);
+                        }
+                    }
+                    // Kept in memory, so replays stay refused while the
+                    // server runs; the next commit of the key stores it.
+                    Err(message) => tracing::error!(
+                        registry = %path.display(), key = %key, seq, %message,
+                        "registry: a no-change update's seq could not be stored"
+                    ),
+                }
+            });
+            (ran, finish)
+        });
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(Queued {
+                job,
+                deferred: true,
+            });
+        }
+    }
+
+    /// Resolves once everything queued before it, deferred writes too, is
+    /// on disk (a clean stop calls it before it exits).
+    pub fn sync(&self) -> Commit<()> {
+        self.submit(|_| Ok(((), 0)))
+    }
+
     /// Forgets a key's last `seq` (the operator's `reset-seq`), so its next
     /// update is accepted with any `seq` within the one-day bound. Resolves
     /// to the `seq` that was stored.
     pub fn reset_seq(&self, key: &str) -> Commit<Option<u64>> {
+        lock_noted(&self.noted).remove(key);
         let key = key.to_owned();
         self.submit(move |conn| {
             let last: Option<i64> = conn
@@ -778,18 +876,27 @@ impl Drop for Registry {
 /// then tells every job how the commit went.
 fn write_batches(
     conn: &Mutex<Connection>,
-    rx: &mpsc::Receiver<Job>,
+    rx: &mpsc::Receiver<Queued>,
     max_batch: &AtomicUsize,
     commits: &AtomicU64,
 ) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
         let max = max_batch.load(Ordering::Relaxed);
+        // Only deferred writes so far: wait for company until this.
+        let mut until = first.deferred.then(|| Instant::now() + DEFER);
+        let mut jobs = vec![first.job];
         while jobs.len() < max {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+            let next = match until {
+                None => rx.try_recv().ok(),
+                Some(t) => rx
+                    .recv_timeout(t.saturating_duration_since(Instant::now()))
+                    .ok(),
+            };
+            let Some(next) = next else { break };
+            if !next.deferred {
+                until = None;
             }
+            jobs.push(next.job);
         }
         let conn = lock(conn);
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -864,6 +971,18 @@ fn entry_of(row: &rusqlite::Row<'_>, path: &Path) -> Result<Entry, RegistryError
         updated_ms: updated as u64,
         name: name.clone(),
     })
+}
+
+/// Stores `seq` unless the key's stored one is at or above it.
+fn raise_seq(conn: &Connection, key: &str, seq: u64) -> rusqlite::Result<()> {
+    let stored: Option<i64> = conn
+        .prepare_cached("SELECT last_seq FROM keys WHERE key = ?1")?
+        .query_row(params![key], |r| r.get(0))
+        .optional()?;
+    if stored.map_or(true, |v| seq_from_sql(v) < seq) {
+        set_seq(conn, key, seq)?;
+    }
+    Ok(())
 }
 
 fn set_seq(conn: &Connection, key: &str, seq: u64) -> rusqlite::Result<usize> {
@@ -1143,6 +1262,43 @@ mod tests {
         r.revoke("b").wait().expect("revoke");
         r.revoke("b").wait().expect("again");
         assert_eq!(r.len().expect("len"), 0);
+    }
+
+    #[test]
+    fn a_noted_seq_counts_at_once_and_lands_with_the_next_commit() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("r.sqlite3");
+        let r = Registry::open(&path).expect("open");
+        r.commit_set(&entry("a", "@k"), 5).wait().expect("set");
+        r.note_seq("@k", 6);
+        assert_eq!(
+            r.last_seq("@k").expect("seq"),
+            Some(6),
+            "seen before the commit"
+        );
+        // A higher seq stored meanwhile on the other connection (a signed
+        // ACME op) is not lowered by the deferred write.
+        r.commit_challenge_clear("a", Some(("@k", 9)), None)
+            .expect("clear");
+        r.commit_seq("@other", 1)
+            .wait()
+            .expect("a commit that is awaited");
+        assert_eq!(r.last_seq("@k").expect("seq"), Some(9));
+        assert!(lock_noted(&r.noted).is_empty(), "forgotten once committed");
+        // A noted seq alone is committed within DEFER, without a waiter.
+        r.note_seq("@k", 10);
+        let before = r.commits();
+        std::thread::sleep(DEFER * 3);
+        assert_eq!(r.commits(), before + 1);
+        // reset-seq forgets a noted seq too.
+        r.note_seq("@k", 11);
+        assert_eq!(r.reset_seq("@k").wait().expect("reset"), Some(11));
+        assert_eq!(r.last_seq("@k").expect("seq"), None);
+        r.note_seq("@k", 12);
+        drop(r);
+        // Dropping the registry commits what was deferred.
+        let r = Registry::open(&path).expect("reopen");
+        assert_eq!(r.last_seq("@k").expect("seq"), Some(12));
     }
 
     #[test]

@@ -251,9 +251,15 @@ pub async fn run(
         .iter()
         .map(|ip| crate::addr::source_of(*ip))
         .collect();
-    let server = conn::serve_all(api::routes(state), transports, limits, exempt, async move {
-        let _ = http_rx.wait_for(|stop| *stop).await;
-    });
+    let server = conn::serve_all(
+        api::routes(state.clone()),
+        transports,
+        limits,
+        exempt,
+        async move {
+            let _ = http_rx.wait_for(|stop| *stop).await;
+        },
+    );
     let http_task = tokio::spawn(server);
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight");
@@ -286,6 +292,10 @@ pub async fn run(
         {
             task.abort();
         }
+    }
+    // The no-change updates' seqs still deferred (at most DEFER old).
+    if let Err(e) = state.registry.sync().await {
+        tracing::error!(error = %e, "the last writes could not be made durable");
     }
     Ok(())
 }

@@ -433,6 +433,59 @@ async fn small_endpoints() {
     assert!(text.contains("not_found"), "{text}");
 }
 
+/// A no-change update confirms records already on disk: it is answered
+/// without waiting for an fsync of its `seq`, which goes with the next
+/// commit (at most `DEFER` later). Replays of it are refused at once all
+/// the same, and its `seq` is on disk after that commit.
+#[tokio::test]
+async fn no_change_updates_share_a_deferred_commit_and_replays_stay_refused() {
+    let pi = Keypair::generate();
+    let p = pub_with(
+        Arc::new(peach_dyndns_server::graph::Allowlist::new([pi.public()])),
+        "",
+        "[rate_limit]\nper_key_per_minute = 1000\nper_key_burst = 1000",
+    );
+    let first = body(&update(&pi, "eb4890", HOME, 1), &pi, &p.keypair);
+    assert_eq!(post(&p.state, &first).await.0, 200);
+    let before = p.state.registry.commits();
+    let mut last = Vec::new();
+    for seq in 2..=21 {
+        last = body(&update(&pi, "eb4890", HOME, seq), &pi, &p.keypair);
+        let (status, json, _) = post(&p.state, &last).await;
+        assert_eq!(
+            (status, &json["changed"]),
+            (200, &serde_json::json!(false)),
+            "{json}"
+        );
+        assert_eq!(json["seq"], seq, "{json}");
+    }
+    let during = p.state.registry.commits() - before;
+    // One commit per update before; now the deferred writes share one
+    // (two if the window closed in the middle of the run).
+    assert!(during <= 2, "20 no-change updates made {during} commits");
+    let replay = post(&p.state, &last).await;
+    assert_error(&replay, 409, "stale_seq");
+    assert_eq!(replay.1["last_seq"], 21);
+    tokio::time::sleep(peach_dyndns_server::registry::DEFER * 3).await;
+    assert!(
+        p.state.registry.commits() > before,
+        "the deferred seq was committed within its window"
+    );
+    let (_, text) = get(&p.state, "/metrics").await;
+    assert!(
+        text.contains(&format!(
+            "peach_dyndns_registry_commits_total {}",
+            p.state.registry.commits()
+        )),
+        "{text}"
+    );
+    let on_disk = peach_dyndns_server::registry::Registry::open(&p.state.config.database)
+        .expect("a second connection")
+        .last_seq(&pi.id())
+        .expect("seq");
+    assert_eq!(on_disk, Some(21), "the last no-change seq is on disk");
+}
+
 #[tokio::test]
 async fn replays_do_not_use_up_the_owners_rate_limit() {
     let pi = Keypair::generate();

@@ -528,3 +528,78 @@ async fn server_sigkilled_during_a_load_keeps_every_200_and_nothing_else_bind_lo
     )
     .await;
 }
+
+/// A no-change update's `seq` is not awaited on disk (it goes with the
+/// next commit, at most `DEFER` later). A clean stop still writes it, so
+/// its replay is refused after the restart. A SIGKILL right after its 200
+/// may lose it, and then loses nothing that matters: the records are the
+/// ones the update confirmed, a replay of it changes nothing, and the
+/// key's next update is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_no_change_seq_survives_a_clean_stop_and_a_kill_loses_nothing_that_matters() {
+    let mut pi = Client::new("steady", IpAddr::from([127, 0, 3, 1]));
+    let mut server = RealServer::start(
+        Keypair::generate(),
+        Setup {
+            dns: None,
+            graph: &allowlist(std::slice::from_ref(&pi)),
+            top: "",
+            tables: LOAD_LIMITS,
+        },
+    );
+    let home = Some(Ipv4Addr::new(24, 12, 12, 12));
+    let first = pi.update(&server, home, None).await.expect("first");
+    assert_eq!(
+        (first.status, &first.json["changed"]),
+        (200, &serde_json::json!(true))
+    );
+    for (stop, what) in [(true, "SIGTERM"), (false, "SIGKILL")] {
+        let body = pi.update_body(&server.keypair, home, None);
+        let got = request(pi.source, server.http, "POST", "/update", &body)
+            .await
+            .expect("no-change");
+        assert_eq!(
+            (got.status, &got.json["changed"]),
+            (200, &serde_json::json!(false)),
+            "{}",
+            got.json
+        );
+        if stop {
+            server.stop();
+        } else {
+            server.kill();
+        }
+        server.launch();
+        let replay = request(pi.source, server.http, "POST", "/update", &body)
+            .await
+            .expect("replay");
+        if stop {
+            assert_eq!(
+                (replay.status, replay.error()),
+                (409, "stale_seq"),
+                "after a {what}"
+            );
+        } else {
+            // Lost or not, the replay changes nothing.
+            assert!(
+                (replay.status, replay.error()) == (409, "stale_seq")
+                    || (replay.status == 200 && replay.json["changed"] == false),
+                "after a {what}: {} {}",
+                replay.status,
+                replay.json
+            );
+        }
+        assert_eq!(
+            server.registry().get("steady"),
+            Some(&(home, None)),
+            "after a {what}"
+        );
+        let next = pi.update(&server, home, None).await.expect("next");
+        assert_eq!(
+            next.status, 200,
+            "the key's next update after a {what}: {}",
+            next.json
+        );
+    }
+    server.stop();
+}
