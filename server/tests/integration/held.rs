@@ -190,7 +190,15 @@ async fn slow_clients_past_the_cap_leave_room_for_a_normal_update() {
         );
     }
     // The last rows held more than the cap allows: the server was full.
-    assert!(rows[3].tried > MAX_CONNECTIONS && rows[3].kept >= MAX_CONNECTIONS - 2);
+    // Each of the normal client's updates may have evicted one held socket
+    // (at the cap a newcomer ends the heaviest source's oldest), and its
+    // own closes after the answer: so up to UPDATES_PER_LEVEL fewer.
+    assert!(
+        rows[3].tried > MAX_CONNECTIONS && rows[3].kept >= MAX_CONNECTIONS - UPDATES_PER_LEVEL,
+        "the server was full: {} kept of {} tried",
+        rows[3].kept,
+        rows[3].tried
+    );
     // And closed what did not fit rather than leaving it in the backlog.
     assert!(rows[3].open <= MAX_CONNECTIONS, "{}", rows[3].open);
     // The accepted address is what DNS answers.
