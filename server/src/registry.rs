@@ -135,6 +135,8 @@ type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
 /// fsync: alone in the queue it waits up to [`DEFER`] for company, so a
 /// stream of no-change updates costs one fsync per [`DEFER`] (or per
 /// [`MAX_BATCH`]), not one per batch of whoever happened to be in flight.
+/// While it waits the writer is parked, not blocked on the queue, so more
+/// deferred jobs queue without waking it; an awaited job unparks it.
 struct Queued {
     job: Job,
     deferred: bool,
@@ -412,6 +414,10 @@ impl Registry {
                     job,
                     deferred: false,
                 });
+                // Ends a wait for company (see `write_batches`).
+                if let Some(writer) = &self.writer {
+                    writer.thread().unpark();
+                }
             }
             None => drop(job),
         }
@@ -865,6 +871,7 @@ impl Drop for Registry {
         // Closing the queue ends the writer after the jobs already queued.
         self.jobs = None;
         if let Some(writer) = self.writer.take() {
+            writer.thread().unpark();
             let _ = writer.join();
         }
     }
@@ -883,20 +890,30 @@ fn write_batches(
     while let Ok(first) = rx.recv() {
         let max = max_batch.load(Ordering::Relaxed);
         // Only deferred writes so far: wait for company until this.
-        let mut until = first.deferred.then(|| Instant::now() + DEFER);
+        let until = Instant::now() + DEFER;
+        let mut waiting = first.deferred;
         let mut jobs = vec![first.job];
-        while jobs.len() < max {
-            let next = match until {
-                None => rx.try_recv().ok(),
-                Some(t) => rx
-                    .recv_timeout(t.saturating_duration_since(Instant::now()))
-                    .ok(),
-            };
-            let Some(next) = next else { break };
-            if !next.deferred {
-                until = None;
+        loop {
+            let mut closed = false;
+            while jobs.len() < max {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        waiting &= next.deferred;
+                        jobs.push(next.job);
+                    }
+                    Err(e) => {
+                        closed = e == mpsc::TryRecvError::Disconnected;
+                        break;
+                    }
+                }
             }
-            jobs.push(next.job);
+            let now = Instant::now();
+            if !waiting || closed || jobs.len() >= max || now >= until {
+                break;
+            }
+            // Parked, not blocked on the queue: deferred jobs sent now do
+            // not wake the writer; an awaited one unparks it (`submit`).
+            std::thread::park_timeout(until - now);
         }
         let conn = lock(conn);
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
