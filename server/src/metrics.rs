@@ -14,15 +14,71 @@ const BUCKETS: [f64; 11] = [
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
+/// A latency histogram over [`BUCKETS`].
+#[derive(Default)]
+struct Histogram {
+    /// Counts, one per bucket plus +Inf.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    /// Sum of the observations in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let idx = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[idx].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// (observations, their sum in µs).
+    fn totals(&self) -> (u64, u64) {
+        let n = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        (n, self.sum_us.load(Ordering::Relaxed))
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// A part of an update that waits: where its latency goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The DNS backend applying the change (with the wait for a slot at
+    /// named, for the BIND backends).
+    Dns,
+    /// The registry commit, until its fsync (only for updates that change
+    /// something; a no-change update does not wait for one).
+    Commit,
+}
+
 /// The server's counters.
 #[derive(Default)]
 pub struct Metrics {
     /// (endpoint, result) → count.
     requests: Mutex<BTreeMap<(&'static str, String), u64>>,
-    /// Update latency histogram counts, one per bucket plus +Inf.
-    latency: [AtomicU64; BUCKETS.len() + 1],
-    /// Sum of update latencies in microseconds.
-    latency_sum_us: AtomicU64,
+    /// Time to handle `POST /update`.
+    latency: Histogram,
+    /// Time in the DNS backend, per update that changed DNS.
+    dns: Histogram,
+    /// Time waiting for the registry commit, per update that committed.
+    commit: Histogram,
 }
 
 impl Metrics {
@@ -35,14 +91,25 @@ impl Metrics {
 
     /// Records one update's latency.
     pub fn observe_update(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let idx = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.latency[idx].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency.observe(took);
+    }
+
+    /// Records how long one update spent in `stage`.
+    pub fn observe_stage(&self, stage: Stage, took: Duration) {
+        self.stage(stage).observe(took);
+    }
+
+    /// How many updates went through `stage` so far, and the time they
+    /// spent there in µs (the benchmark's breakdown of latency).
+    pub fn stage_totals(&self, stage: Stage) -> (u64, u64) {
+        self.stage(stage).totals()
+    }
+
+    fn stage(&self, stage: Stage) -> &Histogram {
+        match stage {
+            Stage::Dns => &self.dns,
+            Stage::Commit => &self.commit,
+        }
     }
 
     /// The count for (`endpoint`, `result`), for tests.
@@ -67,24 +134,21 @@ impl Metrics {
             );
         }
         drop(map);
-        out.push_str("# HELP peach_dyndns_update_seconds Time to handle POST /update.\n");
-        out.push_str("# TYPE peach_dyndns_update_seconds histogram\n");
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            cumulative += self.latency[i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "peach_dyndns_update_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        cumulative += self.latency[BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "peach_dyndns_update_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        self.latency.render(
+            &mut out,
+            "peach_dyndns_update_seconds",
+            "Time to handle POST /update.",
         );
-        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "peach_dyndns_update_seconds_sum {sum}");
-        let _ = writeln!(out, "peach_dyndns_update_seconds_count {cumulative}");
+        self.dns.render(
+            &mut out,
+            "peach_dyndns_dns_apply_seconds",
+            "Time an update spent in the DNS backend (with the wait for a slot at named).",
+        );
+        self.commit.render(
+            &mut out,
+            "peach_dyndns_commit_wait_seconds",
+            "Time an update waited for its registry commit and fsync.",
+        );
         out.push_str("# HELP peach_dyndns_names Registered names.\n");
         out.push_str("# TYPE peach_dyndns_names gauge\n");
         let _ = writeln!(out, "peach_dyndns_names {names}");
@@ -109,12 +173,20 @@ mod tests {
         m.count("update", "stale_seq");
         m.observe_update(Duration::from_micros(300));
         m.observe_update(Duration::from_secs(5));
+        m.observe_stage(Stage::Dns, Duration::from_millis(3));
+        m.observe_stage(Stage::Commit, Duration::from_micros(700));
+        m.observe_stage(Stage::Commit, Duration::from_micros(900));
+        assert_eq!(m.stage_totals(Stage::Commit), (2, 1600));
         let text = m.render(3, 7);
         assert!(text.contains("peach_dyndns_requests_total{endpoint=\"update\",result=\"ok\"} 2"));
         assert!(text.contains("result=\"stale_seq\"} 1"));
         assert!(text.contains("peach_dyndns_update_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("peach_dyndns_update_seconds_bucket{le=\"+Inf\"} 2"));
         assert!(text.contains("peach_dyndns_registry_commits_total 7"));
+        assert!(text.contains("peach_dyndns_dns_apply_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("peach_dyndns_dns_apply_seconds_bucket{le=\"0.0025\"} 0"));
+        assert!(text.contains("peach_dyndns_commit_wait_seconds_bucket{le=\"0.001\"} 2"));
+        assert!(text.contains("peach_dyndns_commit_wait_seconds_count 2"));
         assert!(text.contains("peach_dyndns_names 3"));
     }
 }

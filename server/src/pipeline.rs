@@ -18,7 +18,7 @@
 //! passed, and the registry is committed only after DNS accepted the change.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use peach_dyndns_protocol::identity::PublicKey;
 use peach_dyndns_protocol::{rules, ErrorCode, ProtocolError};
@@ -27,6 +27,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::dns::{ChallengeChange, ZoneChange};
 use crate::graph::Standing;
+use crate::metrics::Stage;
 use crate::registry::{Entry, StoredChallenge};
 use crate::State;
 
@@ -525,17 +526,23 @@ async fn set_records(
             .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     if dns_changed {
-        state
-            .dns
-            .apply(&ZoneChange::Set(entry.records()))
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, name = %entry.name, "DNS refused an update");
-                dns_refused(e)
-            })?;
+        let started = Instant::now();
+        let applied = state.dns.apply(&ZoneChange::Set(entry.records())).await;
+        state.metrics.observe_stage(Stage::Dns, started.elapsed());
+        applied.map_err(|e| {
+            tracing::warn!(error = %e, name = %entry.name, "DNS refused an update");
+            dns_refused(e)
+        })?;
     }
     let committed = match (registry_changed, seq) {
-        (true, seq) => state.registry.commit_entry(&entry, seq).await,
+        (true, seq) => {
+            let started = Instant::now();
+            let committed = state.registry.commit_entry(&entry, seq).await;
+            state
+                .metrics
+                .observe_stage(Stage::Commit, started.elapsed());
+            committed
+        }
         // A no-change update confirms records that are durable already:
         // its `seq` goes with the next commit, unawaited (see note_seq).
         (false, Some(seq)) => {

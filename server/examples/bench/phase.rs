@@ -20,6 +20,7 @@ use base64::Engine as _;
 use peach_dyndns_protocol::identity::Keypair;
 use peach_dyndns_server::config::Config;
 use peach_dyndns_server::dns::ZoneChange;
+use peach_dyndns_server::metrics::Stage;
 use peach_dyndns_server::pipeline::now_ms;
 use peach_dyndns_server::registry::{Entry, MAX_BATCH};
 use peach_dyndns_server::{build_state, run, Listeners, State};
@@ -381,6 +382,8 @@ async fn timed_run(
 
     let (rss_before_kb, _) = procfs::rss_kb()?;
     let commits_before = server.state.registry.commits();
+    let dns_before = server.state.metrics.stage_totals(Stage::Dns);
+    let commit_wait_before = server.state.metrics.stage_totals(Stage::Commit);
     let cpu_before = procfs::cpu_seconds(None)?;
     let named_before = named_pid
         .map(|p| procfs::cpu_seconds(Some(p)))
@@ -396,6 +399,12 @@ async fn timed_run(
         .context("the client exited without a result")?;
     let server_cpu_s = procfs::cpu_seconds(None)? - cpu_before;
     let commits = server.state.registry.commits() - commits_before;
+    let since = |(n, us): (u64, u64), (n0, us0): (u64, u64)| (n - n0, us - us0);
+    let dns_wait = since(server.state.metrics.stage_totals(Stage::Dns), dns_before);
+    let commit_wait = since(
+        server.state.metrics.stage_totals(Stage::Commit),
+        commit_wait_before,
+    );
     let machine_after = procfs::machine_seconds()?;
     let named_cpu_s = match (named_pid, named_before) {
         (Some(pid), Some(before)) => Some(procfs::cpu_seconds(Some(pid))? - before),
@@ -423,6 +432,8 @@ async fn timed_run(
         rss_after_kb,
         hwm_kb,
         commits,
+        dns_wait,
+        commit_wait,
     };
     let c = &report.client;
     eprintln!(
@@ -444,6 +455,22 @@ async fn timed_run(
         report.server_cpu_s / c.elapsed_s.max(1e-9),
         report.other_cores(),
         report.idle_cores(),
+    );
+    let mean_ms = |(n, us): (u64, u64)| {
+        if n == 0 {
+            0.0
+        } else {
+            us as f64 / n as f64 / 1000.0
+        }
+    };
+    eprintln!(
+        "  [{label}] {:<9} where an update waits (mean): DNS backend {:.2} ms ({} updates), \
+         registry commit and fsync {:.2} ms ({} updates)",
+        spec.kind.label(),
+        mean_ms(report.dns_wait),
+        report.dns_wait.0,
+        mean_ms(report.commit_wait),
+        report.commit_wait.0,
     );
     if c.errors > 0 {
         eprintln!(

@@ -230,6 +230,10 @@ pub struct RunReport {
     pub hwm_kb: u64,
     /// Registry transactions committed during the run (one fsync each).
     pub commits: u64,
+    /// Updates that went to DNS during the run, and the µs they spent there.
+    pub dns_wait: (u64, u64),
+    /// Updates that waited for a commit, and the µs they waited.
+    pub commit_wait: (u64, u64),
 }
 
 impl RunReport {
