@@ -94,6 +94,13 @@ impl Metrics {
         self.latency.observe(took);
     }
 
+    /// How many `POST /update` were handled so far and their time in µs,
+    /// from the headers read to the answer (the benchmark compares it with
+    /// the client's).
+    pub fn update_totals(&self) -> (u64, u64) {
+        self.latency.totals()
+    }
+
     /// Records how long one update spent in `stage`.
     pub fn observe_stage(&self, stage: Stage, took: Duration) {
         self.stage(stage).observe(took);
@@ -177,6 +184,7 @@ mod tests {
         m.observe_stage(Stage::Commit, Duration::from_micros(700));
         m.observe_stage(Stage::Commit, Duration::from_micros(900));
         assert_eq!(m.stage_totals(Stage::Commit), (2, 1600));
+        assert_eq!(m.update_totals(), (2, 5_000_300));
         let text = m.render(3, 7);
         assert!(text.contains("peach_dyndns_requests_total{endpoint=\"update\",result=\"ok\"} 2"));
         assert!(text.contains("result=\"stale_seq\"} 1"));

@@ -13,7 +13,7 @@ use crate::addr::source_of;
 use crate::config::Config;
 use crate::dns::{ChallengeChange, ZoneBackend, ZoneChange};
 use crate::graph::SocialGraph;
-use crate::locks::Stripes;
+use crate::locks::Locks;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, RegistryError};
@@ -40,7 +40,7 @@ pub struct State {
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Per key and per name locks of the pipeline.
-    pub locks: Stripes,
+    pub locks: Locks,
     /// Slots for graph lookups of keys that hold no name here (see
     /// `pipeline::check_graph`).
     pub new_key_lookups: Arc<Semaphore>,
@@ -76,7 +76,7 @@ impl State {
             dns,
             graph,
             metrics: Metrics::default(),
-            locks: Stripes::default(),
+            locks: Locks::default(),
             new_key_lookups: Arc::new(Semaphore::new(NEW_KEY_LOOKUPS)),
         }
     }

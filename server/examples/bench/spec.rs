@@ -234,6 +234,8 @@ pub struct RunReport {
     pub dns_wait: (u64, u64),
     /// Updates that waited for a commit, and the µs they waited.
     pub commit_wait: (u64, u64),
+    /// Updates the server handled, and their µs from headers to answer.
+    pub server_time: (u64, u64),
 }
 
 impl RunReport {
