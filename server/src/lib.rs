@@ -30,7 +30,7 @@
 //! - [`pipeline`]: the one pipeline both front doors end in: graph, locks,
 //!   `seq` and ownership under the locks, DNS write, registry commit, DNS
 //!   restore on a failed commit.
-//! - [`locks`]: the striped per-key and per-name locks.
+//! - [`locks`]: the per-key and per-name locks of the pipeline.
 //! - [`control`]: the operator's unix socket, so `revoke` and `reset-seq`
 //!   act in the running server at once.
 //! - [`registry`]: the SQLite name registry.

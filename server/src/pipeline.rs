@@ -5,7 +5,7 @@
 //! checks that need no lock, and then call [`run`], which does the rest in
 //! one place:
 //!
-//! social graph → lock the key's and the name's stripes → `seq` (above the
+//! social graph → lock the key and the name → `seq` (above the
 //! last, at most a day ahead) → ownership (and the dyndns2 token) re-checked
 //! under the name's lock → the op → DNS write → registry commit → DNS
 //! restore if the commit failed (logged, never dropped).
