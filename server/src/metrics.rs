@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds of the latency histogram, in seconds: from 0.25 ms (an
 /// embedded no-change update) to 2.5 s (a DNS server timing out).
@@ -104,6 +105,14 @@ impl Metrics {
     /// Records how long one update spent in `stage`.
     pub fn observe_stage(&self, stage: Stage, took: Duration) {
         self.stage(stage).observe(took);
+    }
+
+    /// Runs `work` and records its time as one update's `stage`.
+    pub async fn timed<T>(&self, stage: Stage, work: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = work.await;
+        self.observe_stage(stage, started.elapsed());
+        out
     }
 
     /// How many updates went through `stage` so far, and the time they

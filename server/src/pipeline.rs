@@ -18,7 +18,7 @@
 //! passed, and the registry is committed only after DNS accepted the change.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use peach_dyndns_protocol::identity::PublicKey;
 use peach_dyndns_protocol::{rules, ErrorCode, ProtocolError};
@@ -526,22 +526,20 @@ async fn set_records(
             .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     if dns_changed {
-        let started = Instant::now();
-        let applied = state.dns.apply(&ZoneChange::Set(entry.records())).await;
-        state.metrics.observe_stage(Stage::Dns, started.elapsed());
-        applied.map_err(|e| {
-            tracing::warn!(error = %e, name = %entry.name, "DNS refused an update");
-            dns_refused(e)
-        })?;
+        let change = ZoneChange::Set(entry.records());
+        state
+            .metrics
+            .timed(Stage::Dns, state.dns.apply(&change))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, name = %entry.name, "DNS refused an update");
+                dns_refused(e)
+            })?;
     }
     let committed = match (registry_changed, seq) {
         (true, seq) => {
-            let started = Instant::now();
-            let committed = state.registry.commit_entry(&entry, seq).await;
-            state
-                .metrics
-                .observe_stage(Stage::Commit, started.elapsed());
-            committed
+            let commit = state.registry.commit_entry(&entry, seq);
+            state.metrics.timed(Stage::Commit, commit).await
         }
         // A no-change update confirms records that are durable already:
         // its `seq` goes with the next commit, unawaited (see note_seq).

@@ -370,6 +370,24 @@ impl Registry {
         op: impl FnOnce(&Connection) -> rusqlite::Result<(T, i64)> + Send + 'static,
     ) -> Commit<T> {
         let (tx, rx) = oneshot::channel();
+        self.enqueue(op, false, move |result| {
+            let _ = tx.send(result);
+        });
+        Commit {
+            rx,
+            path: self.path.clone(),
+        }
+    }
+
+    /// Queues `op` for the writer; `deliver` gets its value once the
+    /// transaction is durable, or the error. A `deferred` op has nobody
+    /// waiting (see [`Queued`]); any other ends a wait for company.
+    fn enqueue<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> rusqlite::Result<(T, i64)> + Send + 'static,
+        deferred: bool,
+        deliver: impl FnOnce(Result<T, RegistryError>) + Send + 'static,
+    ) {
         let path = self.path.clone();
         let names = self.names.clone();
         let job: Job = Box::new(move |conn| {
@@ -377,14 +395,14 @@ impl Registry {
             let Some(conn) = conn else {
                 let finish: Finish = Box::new(move |r| {
                     let message = r.err().unwrap_or_else(|| "the batch did not start".into());
-                    let _ = tx.send(Err(failed(path, message)));
+                    deliver(Err(failed(path, message)));
                 });
                 return (false, finish);
             };
             match op(conn) {
                 Ok((value, delta)) => {
                     let finish: Finish = Box::new(move |committed| {
-                        let _ = tx.send(match committed {
+                        deliver(match committed {
                             Ok(()) => {
                                 if delta >= 0 {
                                     names.fetch_add(delta as u64, Ordering::Relaxed);
@@ -400,30 +418,20 @@ impl Registry {
                 }
                 Err(source) => {
                     let finish: Finish = Box::new(move |_| {
-                        let _ = tx.send(Err(RegistryError::Sql { path, source }));
+                        deliver(Err(RegistryError::Sql { path, source }));
                     });
                     (false, finish)
                 }
             }
         });
-        match &self.jobs {
-            Some(jobs) => {
-                // A send fails only when the thread is gone; the receiver
-                // then reports it.
-                let _ = jobs.send(Queued {
-                    job,
-                    deferred: false,
-                });
-                // Ends a wait for company (see `write_batches`).
-                if let Some(writer) = &self.writer {
-                    writer.thread().unpark();
-                }
+        let Some(jobs) = &self.jobs else { return };
+        // A send fails only when the thread is gone; `deliver` is then
+        // dropped unsent, which a waiting `Commit` reports.
+        let _ = jobs.send(Queued { job, deferred });
+        if !deferred {
+            if let Some(writer) = &self.writer {
+                writer.thread().unpark();
             }
-            None => drop(job),
-        }
-        Commit {
-            rx,
-            path: self.path.clone(),
         }
     }
 
@@ -491,15 +499,8 @@ impl Registry {
     /// [`Registry::note_seq`] and not committed yet.
     pub fn last_seq(&self, key: &str) -> Result<Option<u64>, RegistryError> {
         let noted = lock_noted(&self.noted).get(key).copied();
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT last_seq FROM keys WHERE key = ?1")
-            .map_err(|e| self.sql(e))?;
-        let v: Option<i64> = stmt
-            .query_row(params![key], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        Ok(v.map(seq_from_sql).max(noted))
+        let stored = stored_seq(&self.conn(), key).map_err(|e| self.sql(e))?;
+        Ok(stored.max(noted))
     }
 
     /// Up to `limit` entries with names after `after`, by name: the
@@ -647,45 +648,31 @@ impl Registry {
         }
         let key = owner.to_owned();
         let noted = Arc::clone(&self.noted);
-        let path = self.path.clone();
-        let job: Job = Box::new(move |conn| {
+        self.enqueue(
             // Only upwards: a signed ACME op of the key may have stored a
             // higher `seq` on the other connection meanwhile.
-            let stored = conn.map(|conn| raise_seq(conn, &key, seq).map_err(|e| e.to_string()));
-            let ran = matches!(stored, Some(Ok(_)));
-            let finish: Finish = Box::new(move |committed| {
-                let outcome = match stored {
-                    Some(Ok(_)) => committed,
-                    Some(Err(e)) => Err(e),
-                    None => Err(committed
-                        .err()
-                        .unwrap_or_else(|| "the batch did not start".into())),
-                };
-                match outcome {
-                    Ok(()) => {
-                        // Committed: the table holds it now, unless a
-                        // later `seq` of the key was noted meanwhile.
-                        let mut noted = lock_noted(&noted);
-                        if noted.get(&key) == Some(&seq) {
-                            noted.remove(&key);
-                        }
+            {
+                let key = key.clone();
+                move |conn| raise_seq(conn, &key, seq).map(|()| ((), 0))
+            },
+            true,
+            move |stored| match stored {
+                Ok(()) => {
+                    // Committed: the table holds it now, unless a later
+                    // `seq` of the key was noted meanwhile.
+                    let mut noted = lock_noted(&noted);
+                    if noted.get(&key) == Some(&seq) {
+                        noted.remove(&key);
                     }
-                    // Kept in memory, so replays stay refused while the
-                    // server runs; the next commit of the key stores it.
-                    Err(message) => tracing::error!(
-                        registry = %path.display(), key = %key, seq, %message,
-                        "registry: a no-change update's seq could not be stored"
-                    ),
                 }
-            });
-            (ran, finish)
-        });
-        if let Some(jobs) = &self.jobs {
-            let _ = jobs.send(Queued {
-                job,
-                deferred: true,
-            });
-        }
+                // Kept in memory, so replays stay refused while the server
+                // runs; the next commit of the key stores it.
+                Err(e) => tracing::error!(
+                    key = %key, seq, error = %e,
+                    "registry: a no-change update's seq could not be stored"
+                ),
+            },
+        );
     }
 
     /// Resolves once everything queued before it, deferred writes too, is
@@ -701,15 +688,9 @@ impl Registry {
         lock_noted(&self.noted).remove(key);
         let key = key.to_owned();
         self.submit(move |conn| {
-            let last: Option<i64> = conn
-                .query_row(
-                    "SELECT last_seq FROM keys WHERE key = ?1",
-                    params![key],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let last = stored_seq(conn, &key)?;
             conn.execute("DELETE FROM keys WHERE key = ?1", params![key])?;
-            Ok((last.map(seq_from_sql), 0))
+            Ok((last, 0))
         })
     }
 
@@ -990,13 +971,17 @@ fn entry_of(row: &rusqlite::Row<'_>, path: &Path) -> Result<Entry, RegistryError
     })
 }
 
+/// The `seq` stored for `key`.
+fn stored_seq(conn: &Connection, key: &str) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached("SELECT last_seq FROM keys WHERE key = ?1")?
+        .query_row(params![key], |r| r.get(0))
+        .optional()
+        .map(|v| v.map(seq_from_sql))
+}
+
 /// Stores `seq` unless the key's stored one is at or above it.
 fn raise_seq(conn: &Connection, key: &str, seq: u64) -> rusqlite::Result<()> {
-    let stored: Option<i64> = conn
-        .prepare_cached("SELECT last_seq FROM keys WHERE key = ?1")?
-        .query_row(params![key], |r| r.get(0))
-        .optional()?;
-    if stored.map_or(true, |v| seq_from_sql(v) < seq) {
+    if stored_seq(conn, key)?.map_or(true, |stored| stored < seq) {
         set_seq(conn, key, seq)?;
     }
     Ok(())
