@@ -43,4 +43,8 @@ pub(crate) struct Args {
     /// in through readahead, and its RSS varies more from run to run.
     #[arg(long)]
     pub(crate) cold: bool,
+    /// Let the exit code judge only the memory targets (the daemon's VmRSS
+    /// and VmHWM), not CPU time, which depends on the machine's load.
+    #[arg(long)]
+    pub(crate) memory_only: bool,
 }
