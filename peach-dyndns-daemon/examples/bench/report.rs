@@ -123,7 +123,8 @@ pub(crate) struct Verdict {
 pub(crate) fn print_targets(d: &Summary, i: Option<&Summary>, stripped_size: u64) -> Verdict {
     println!();
     println!("Targets (issue 4)");
-    let memory = d.last.rss_kib <= TARGET_RSS_KIB && d.last.hwm_kib <= TARGET_RSS_KIB;
+    let rss_ok = d.last.rss_kib <= TARGET_RSS_KIB;
+    let hwm_ok = d.last.hwm_kib <= TARGET_RSS_KIB;
     let mut all = true;
     let mut row = |what: &str, target: &str, ours: String, theirs: String, pass: bool| {
         all &= pass;
@@ -143,7 +144,7 @@ pub(crate) fn print_targets(d: &Summary, i: Option<&Summary>, stripped_size: u64
         format!("{:.2} MiB", kib_to_mib(d.last.rss_kib)),
         i.as_ref()
             .map_or_else(na, |s| format!("{:.2} MiB", kib_to_mib(s.last.rss_kib))),
-        d.last.rss_kib <= TARGET_RSS_KIB,
+        rss_ok,
     );
     row(
         "VmHWM (peak) after all checks",
@@ -151,7 +152,7 @@ pub(crate) fn print_targets(d: &Summary, i: Option<&Summary>, stripped_size: u64
         format!("{:.2} MiB", kib_to_mib(d.last.hwm_kib)),
         i.as_ref()
             .map_or_else(na, |s| format!("{:.2} MiB", kib_to_mib(s.last.hwm_kib))),
-        d.last.hwm_kib <= TARGET_RSS_KIB,
+        hwm_ok,
     );
     row(
         "CPU per no-change check",
@@ -185,5 +186,8 @@ pub(crate) fn print_targets(d: &Summary, i: Option<&Summary>, stripped_size: u64
     for (name, rss, cpu) in PEERS {
         println!("  {name:<26} {rss:>8}  {cpu:>8}");
     }
-    Verdict { all, memory }
+    Verdict {
+        all,
+        memory: rss_ok && hwm_ok,
+    }
 }
